@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m recurvlm.bench {stimuli,shortcuts}`. Speed and leak figures live here, not in tests."""

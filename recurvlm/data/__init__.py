@@ -1,0 +1,1 @@
+"""Data: procedural stimuli, Dataset wrappers and the interchange folder format."""
