@@ -2,7 +2,8 @@
 
 Every dataset yields the same item: a dict with `image` (uint8 [3, H, W]), `question`,
 `answer`, `choices` (list of str), `label` (index of the answer), `task`, `difficulty`,
-`id`, and `maps` (dict of [H, W] tensors) when asked for. `collate` batches them.
+`level` (the difficulty level's name, or its knobs), `id`, and `maps` (dict of [H, W]
+tensors) when asked for. `collate` batches them.
 """
 
 from __future__ import annotations
@@ -17,10 +18,15 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from . import interchange
-from .stimuli import Sample, generate, get_task
+from .stimuli import TASK_NAMES, Sample, as_dict, generate, get_task, level_name
 
 
-def to_item(sid: str, s: Sample, *, with_maps: bool = False) -> dict[str, Any]:
+def item_level(s: Sample) -> str:
+    """The name of a sample's difficulty level (its knobs when no level matches)."""
+    return level_name(s.task, s.difficulty) if s.task in TASK_NAMES and s.difficulty else "unknown"
+
+
+def to_item(sid: str, s: Sample, *, level: str | None = None, with_maps: bool = False) -> dict[str, Any]:
     item = {
         "id": sid,
         "image": torch.from_numpy(np.ascontiguousarray(s.image.transpose(2, 0, 1))),  # [3, H, W]
@@ -30,6 +36,7 @@ def to_item(sid: str, s: Sample, *, with_maps: bool = False) -> dict[str, Any]:
         "label": s.label,
         "task": s.task,
         "difficulty": s.difficulty,
+        "level": level if level is not None else item_level(s),
     }
     if with_maps:
         item["maps"] = {k: torch.from_numpy(np.asarray(v)) for k, v in s.maps.items()}
@@ -37,13 +44,19 @@ def to_item(sid: str, s: Sample, *, with_maps: bool = False) -> dict[str, Any]:
 
 
 class StimulusDataset(Dataset):
-    """The fixed set (task, seed, difficulty) of `n` samples: item i is `generate(task, seed, i)`."""
+    """The fixed set (task, seed, difficulty) of `n` samples: item i is `generate(task, seed, i)`.
+
+    Items' `level` is the level named in `difficulty` (a name, or a mapping with `level`),
+    else the name of the level the knobs equal, else the knobs themselves.
+    """
 
     def __init__(self, task: str, n: int, *, seed: int = 0, difficulty: Any = None, with_maps: bool = False) -> None:
         if n <= 0:
             raise ValueError(f"StimulusDataset: n must be positive, got {n}")
         self.task, self.n, self.seed, self.with_maps = task, int(n), int(seed), with_maps
         self.difficulty = get_task(task).resolve(difficulty)
+        named = difficulty if isinstance(difficulty, str) else (difficulty or {}).get("level") if isinstance(difficulty, dict) else None
+        self.level = named or level_name(task, as_dict(self.difficulty))
 
     def __len__(self) -> int:
         return self.n
@@ -52,7 +65,7 @@ class StimulusDataset(Dataset):
         if not 0 <= i < self.n:
             raise IndexError(f"index {i} out of range for a set of {self.n}")
         s = generate(self.task, self.seed, i, self.difficulty)
-        return to_item(interchange.sample_id(self.task, self.seed, i), s, with_maps=self.with_maps)
+        return to_item(interchange.sample_id(self.task, self.seed, i), s, level=self.level, with_maps=self.with_maps)
 
 
 class StimulusStream(IterableDataset):
@@ -103,6 +116,14 @@ class InterchangeDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def groups(self) -> list[tuple[str, str]]:
+        """The distinct (task, level) pairs of the folder's items."""
+        seen = {}
+        for rec in self.records:
+            task, diff = rec.get("task", "unknown"), rec.get("difficulty", {})
+            seen[(task, level_name(task, diff) if task in TASK_NAMES and diff else "unknown")] = None
+        return list(seen)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         s = Sample(
@@ -125,7 +146,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "image": torch.stack([it["image"] for it in items]),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
     }
-    for key in ("id", "question", "answer", "choices", "task", "difficulty"):
+    for key in ("id", "question", "answer", "choices", "task", "difficulty", "level"):
         batch[key] = [it[key] for it in items]
     if all("maps" in it for it in items):
         names = set.intersection(*(set(it["maps"]) for it in items))

@@ -33,4 +33,20 @@ def generate(task: str, seed: int, index: int, difficulty: Any = None) -> Sample
     return generate_sample(get_task(task), seed, index, difficulty)
 
 
-__all__ = ["TASK_NAMES", "Sample", "Task", "as_dict", "generate", "get_task"]
+def level_name(task: str, difficulty: dict[str, Any]) -> str:
+    """The name of the level whose knobs equal `difficulty` (a sample's dict), else a
+    compact `knob=value,...` string of the knobs that differ from the task's defaults."""
+    key = (task, tuple(sorted((k, repr(v)) for k, v in difficulty.items())))
+    if key not in _LEVEL_NAMES:
+        spec = get_task(task)
+        name = next((n for n, d in spec.levels.items() if as_dict(d) == difficulty), None)
+        if name is None:
+            default = as_dict(spec.difficulty())
+            name = ",".join(f"{k}={v}" for k, v in sorted(difficulty.items()) if default.get(k) != v) or "default"
+        _LEVEL_NAMES[key] = name
+    return _LEVEL_NAMES[key]
+
+
+_LEVEL_NAMES: dict[tuple, str] = {}
+
+__all__ = ["TASK_NAMES", "Sample", "Task", "as_dict", "generate", "get_task", "level_name"]

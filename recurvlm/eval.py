@@ -1,0 +1,78 @@
+"""`recurvlm-eval ckpt_path=<ckpt> data.path=<folder>` (or `task=<name>`): score a checkpoint.
+
+Rebuilds the model from the config stored in the checkpoint (loaded with
+weights_only=True), tests it on an interchange folder or on the task's generated test
+sets, writes metrics.json and predictions.jsonl into the run dir, and prints
+`accuracy: <float>` as its last line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from .config import CONFIG_DIR, register_resolvers
+from .data.datamodule import FolderDataModule, StimulusDataModule
+from .data.interchange import InterchangeError
+from .models.tokenizer import tokenizer_from_dict
+from .training.checkpoints import CheckpointError, check_fits, load_checkpoint
+from .training.evaluation import format_table, write_outputs
+from .training.matching import FAMILY, MatchingModule
+
+register_resolvers()
+
+
+def load_module(ckpt_path: str) -> tuple[MatchingModule, Any, int]:
+    """(module with the checkpoint's weights, its tokenizer, its context length)."""
+    ckpt = load_checkpoint(ckpt_path, family=FAMILY)
+    meta = ckpt["recurvlm"]
+    tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    net = instantiate(meta["model_config"]["net"])
+    module = MatchingModule(model=net, optimizer=None, model_config=meta["model_config"], tokenizer_state=meta["tokenizer"])  # type: ignore[arg-type]
+    check_fits(module, ckpt, source=ckpt_path)
+    module.load_state_dict(ckpt["state_dict"], strict=True)
+    return module, tokenizer, int(meta["model_config"]["context_length"])
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    L.seed_everything(cfg.seed)
+    module, tokenizer, context_length = load_module(str(cfg.ckpt_path))
+    d = cfg.data
+    if d.path:
+        dm: L.LightningDataModule = FolderDataModule(path=d.path, tokenizer=tokenizer, context_length=context_length,
+                                                     strict=d.strict, batch_size=d.batch_size, num_workers=d.num_workers)
+    elif cfg.get("task"):
+        dm = StimulusDataModule(tasks=cfg.task.tasks, tokenizer=tokenizer, context_length=context_length,
+                                eval_levels=cfg.task.eval_levels, difficulty=cfg.task.difficulty,
+                                image_size=cfg.task.image_size, n_train=1, n_val=1, n_test=d.n_test,
+                                test_seed=d.test_seed, batch_size=d.batch_size, num_workers=d.num_workers)
+    else:
+        raise SystemExit("recurvlm-eval: give data.path=<interchange folder> or task=<name>")
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    trainer.test(module, datamodule=dm)
+    skipped = len(getattr(getattr(dm, "test_set", None), "skipped", []))
+    metrics = write_outputs(module.test_records, cfg.paths.output_dir, checkpoint=str(cfg.ckpt_path),
+                            data=str(d.path or cfg.task.name), skipped=skipped)
+    print(format_table(metrics))
+    if skipped:
+        print(f"skipped {skipped} bad item(s) of {d.path} (strict=false)")
+    print(f"wrote {Path(cfg.paths.output_dir) / 'metrics.json'}")
+    print(f"accuracy: {metrics['accuracy']:.4f}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except (CheckpointError, InterchangeError) as e:
+        raise SystemExit(f"recurvlm-eval: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Thin Lightning wrappers around the pure-torch models, and training callbacks."""

@@ -1,0 +1,64 @@
+"""Checkpoints: find them, load them with weights_only, fail in one line when they don't fit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or of another model (one-line message)."""
+
+
+def load_checkpoint(path: str | os.PathLike, *, family: str | None = None) -> dict[str, Any]:
+    """torch.load with weights_only=True (no arbitrary pickled code) and clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, a pickle with code, ...
+        raise CheckpointError(f"{path}: cannot be loaded with weights_only=True ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    meta = ckpt.get("recurvlm")
+    if meta is None:
+        raise CheckpointError(f"{path}: not a recurvlm checkpoint (no 'recurvlm' entry)")
+    if family is not None and meta.get("family") != family:
+        raise CheckpointError(f"{path}: a {meta.get('family')!r} checkpoint, expected {family!r}")
+    return ckpt
+
+
+def mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str | None:
+    """A short description of how two state dicts differ in keys or shapes, or None."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in found and tuple(found[k].shape) != tuple(v.shape)]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if keys:
+            more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+            parts.append(f"{what}: {', '.join(keys[:3])}{more}")
+    return "; ".join(parts) or None
+
+
+def check_fits(module: nn.Module, ckpt: dict[str, Any], *, source: str) -> None:
+    """Raise CheckpointError unless `ckpt`'s state dict matches `module` key for key and shape."""
+    why = mismatch(module.state_dict(), ckpt["state_dict"])
+    if why:
+        raise CheckpointError(f"{source} does not fit this model: {why}")
+
+
+def find_last(log_dir: str | os.PathLike, name: str) -> Path:
+    """The newest `<log_dir>/<name>/runs/*/checkpoints/last.ckpt`."""
+    runs = Path(log_dir) / name / "runs"
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(f"ckpt_path=last: no checkpoints/last.ckpt under {runs}")
+    return found[-1]

@@ -1,0 +1,153 @@
+"""The LightningModule of the CLIP-style family: one shared step for train, val and test.
+
+Logs every named loss term as `split/<name>`, accuracy as `split/acc`, per task as
+`split/acc/<task>` and per difficulty as `split/acc/<task>/<level>` (torchmetrics, so the
+numbers are right under DDP). Test steps also keep one record per item for
+`predictions.jsonl`. Checkpoints carry the model's config and tokenizer as plain data
+(`checkpoint["recurvlm"]`), so they rebuild and load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+FAMILY = "clip"
+
+
+def _key(name: str) -> str:
+    """A ModuleDict key for a metric name ('.' is not allowed in module names)."""
+    return name.replace(".", "·")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices only; biases, norms, embeddings' scales and logit scale/bias are not decayed."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class MatchingModule(L.LightningModule):
+    """Trains and evaluates a model that scores answer choices (`CLIPPair` and its variants).
+
+    optimizer: a partial (Hydra `_partial_: true`) taking `params`; weight decay is read
+    from it and applied to matrices only. scheduler: a partial taking `optimizer`, or None.
+    """
+
+    def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
+                 tokenizer_state: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model_config, self.tokenizer_state = model_config, tokenizer_state
+        self.acc = nn.ModuleDict({s: MeanMetric() for s in ("train", "val", "test")})
+        self.group_acc = nn.ModuleDict()
+        self.group_names: dict[str, str] = {}
+        self.test_records: list[dict[str, Any]] = []
+
+    # --- groups --------------------------------------------------------------------
+
+    def register_groups(self, groups: Iterable[tuple[str, str]]) -> None:
+        """Create per-task and per-(task, level) accuracy metrics for val and test."""
+        for task, level in groups:
+            for name in (f"acc/{task}", f"acc/{task}/{level}"):
+                for split in ("val", "test"):
+                    key = _key(f"{split}/{name}")
+                    if key not in self.group_acc:
+                        self.group_acc[key] = MeanMetric()
+                        self.group_names[key] = f"{split}/{name}"
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "eval_groups"):
+            self.register_groups(dm.eval_groups())
+
+    # --- steps -----------------------------------------------------------------------
+
+    def forward(self, batch: dict[str, Any]):
+        return self.model(batch["image"], batch["choice_ids"], batch["choice_mask"], batch["choice_valid"])
+
+    def _step(self, batch: dict[str, Any], split: str) -> Tensor:
+        out = self(batch)
+        terms = self.model.loss(out, batch["label"])
+        bs = len(batch["label"])
+        for name, value in terms.items():
+            self.log(f"{split}/{name}", value, batch_size=bs, prog_bar=(name == "loss"), sync_dist=split != "train")
+        pred = out.final_logits.argmax(-1)
+        correct = (pred == batch["label"]).float()
+        self.acc[split].update(correct)
+        self.log(f"{split}/acc", self.acc[split], batch_size=bs, prog_bar=True, on_step=False, on_epoch=True)
+        if split != "train":
+            self._update_groups(split, batch, correct)
+        if split == "test":
+            self._record(batch, out.final_logits, pred)
+        return terms["loss"]
+
+    def _update_groups(self, split: str, batch: dict[str, Any], correct: Tensor) -> None:
+        for i, (task, level) in enumerate(zip(batch["task"], batch["level"])):
+            for name in (f"acc/{task}", f"acc/{task}/{level}"):
+                key = _key(f"{split}/{name}")
+                if key not in self.group_acc:  # a group the datamodule did not announce
+                    self.group_acc[key] = MeanMetric().to(self.device)
+                    self.group_names[key] = f"{split}/{name}"
+                self.group_acc[key].update(correct[i])
+
+    def _record(self, batch: dict[str, Any], logits: Tensor, pred: Tensor) -> None:
+        probs = torch.softmax(logits.float(), dim=-1)
+        for i, choices in enumerate(batch["choices"]):
+            p = int(pred[i])
+            self.test_records.append({
+                "id": batch["id"][i], "task": batch["task"][i], "level": batch["level"][i],
+                "question": batch["question"][i], "choices": choices, "answer": batch["answer"][i],
+                "prediction": choices[p], "correct": choices[p] == batch["answer"][i],
+                "probs": [round(float(x), 6) for x in probs[i, : len(choices)]],
+            })
+
+    def _log_groups(self, split: str) -> None:
+        for key, metric in self.group_acc.items():
+            if self.group_names[key].startswith(split + "/") and metric.update_count > 0:
+                self.log(self.group_names[key], metric.compute(), sync_dist=False)
+                metric.reset()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_groups("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_records = []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_groups("test")
+
+    # --- optimisation and checkpoints -----------------------------------------------
+
+    def configure_optimizers(self):
+        wd = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        opt = self.optimizer_factory(params=param_groups(self.model, wd))
+        if self.scheduler_factory is None:
+            return opt
+        kwargs = {}
+        if "total_steps" in getattr(self.scheduler_factory, "keywords", {}) and self.scheduler_factory.keywords["total_steps"] is None:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt, **kwargs), "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["recurvlm"] = {"family": FAMILY, "model_config": self.model_config,
+                                  "tokenizer": self.tokenizer_state}
