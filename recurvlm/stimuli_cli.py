@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .data import interchange
 from .data.stimuli import TASK_NAMES, generate, get_task
@@ -66,29 +66,26 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def gallery(task_name: str, difficulties: dict[str, Any], path: Path, *, seed: int = 0, per_row: int = 8,
             tile: int = 128) -> Path:
-    """A contact sheet: one row per difficulty, examples of every answer, captioned."""
+    """A contact sheet: one row per difficulty (its question above it), every tile captioned
+    with its index and answer."""
     task = get_task(task_name)
-    pad, label_w, cap_h = 4, 90, 14
+    pad, head_h, cap_h = 6, 18, 16
     rows = []
-    question = ""
     for name, d in difficulties.items():
-        d = task.resolve(d)
-        samples = [generate(task_name, seed, i, d) for i in range(per_row)]
-        question = samples[0].question
-        rows.append((name, samples))
-    width = label_w + per_row * (tile + pad) + pad
-    height = 24 + len(rows) * (tile + cap_h + pad) + pad
-    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+        rows.append((name, [generate(task_name, seed, i, task.resolve(d)) for i in range(per_row)]))
+    width = per_row * (tile + pad) + pad
+    row_h = head_h + tile + cap_h + pad
+    sheet = Image.new("RGB", (width, 28 + len(rows) * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 6), f"{task_name}: {question}", fill=(0, 0, 0))
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=12)
+    draw.text((pad, 6), f"{task_name} (seed {seed})", fill=(0, 0, 0), font=font)
     for r, (name, samples) in enumerate(rows):
-        y = 24 + r * (tile + cap_h + pad)
-        draw.text((pad, y + tile // 2 - 6), name, fill=(0, 0, 0))
+        y = 28 + r * row_h
+        draw.text((pad, y), f"{name}: {samples[0].question}", fill=(0, 0, 160), font=small)
         for c, s in enumerate(samples):
-            x = label_w + c * (tile + pad)
-            img = Image.fromarray(s.image).resize((tile, tile), Image.NEAREST)
-            sheet.paste(img, (x, y))
-            draw.text((x + 2, y + tile + 1), f"#{c}: {s.answer}", fill=(0, 0, 0))
+            x = pad + c * (tile + pad)
+            sheet.paste(Image.fromarray(s.image).resize((tile, tile), Image.NEAREST), (x, y + head_h))
+            draw.text((x + 2, y + head_h + tile + 1), f"#{c}: {s.answer}", fill=(0, 0, 0), font=small)
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path

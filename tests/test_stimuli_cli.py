@@ -15,7 +15,7 @@ def test_writes_set_with_knob_override_and_gallery(tmp_path):
     assert all(ds[i]["difficulty"]["size"] == 6 for i in range(12))
     assert "path" in ds[0]["maps"]
     with Image.open(out / "gallery.png") as g:
-        assert g.size[0] > 500 and g.size[1] > 3 * 128  # one row per level plus this set
+        assert g.size[0] > 500 and g.size[1] > 4 * 128  # one row per level plus this set
 
 
 @pytest.mark.parametrize("args, message", [
