@@ -86,8 +86,8 @@ def _corrupt(folder, lineno, how):
 @pytest.mark.parametrize("how, message", [
     ("malformed", "malformed JSON"),
     ("answer", "answer 'maybe' is not among choices"),
-    ("missing_image", "is missing"),
-    ("unreadable_image", "is unreadable"),
+    ("missing_image", r"image images/maze-s3-0000003.png is missing"),
+    ("unreadable_image", r"image images/maze-s3-0000003.png is unreadable"),
     ("missing_key", "missing key\\(s\\) choices"),
 ])
 def test_bad_item_names_file_and_line_or_is_skipped_and_counted(folder, how, message):
