@@ -39,7 +39,7 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     """The configured loggers, with a CSV logger always among them (analysis reads it)."""
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
         loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv"))
     return loggers
@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = MatchingModule(model=net, optimizer=instantiate(cfg.optim.optimizer), scheduler=scheduler,
                             model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length},
                             tokenizer_state=tokenizer.to_dict())
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=callbacks)
 
     ckpt_path = resolve_ckpt_path(cfg)

@@ -9,18 +9,15 @@ and no evaluation item is ever trained on. The training order is a pure function
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from ..models.tokenizer import Tokenizer
 from .datasets import InterchangeDataset, StimulusDataset, collate
 from .stimuli import TASK_NAMES, get_task
-
-
-class Tokenizer(Protocol):
-    def encode(self, texts: list[str], *, context_length: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def choice_texts(question: str, choices: Sequence[str]) -> list[str]:

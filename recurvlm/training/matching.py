@@ -49,7 +49,7 @@ class MatchingModule(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model_config, self.tokenizer_state = model_config, tokenizer_state
-        self.acc = nn.ModuleDict({s: MeanMetric() for s in ("train", "val", "test")})
+        self.acc = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in ("train", "val", "test")})
         self.group_acc = nn.ModuleDict()
         self.group_names: dict[str, str] = {}
         self.test_records: list[dict[str, Any]] = []
@@ -84,8 +84,8 @@ class MatchingModule(L.LightningModule):
             self.log(f"{split}/{name}", value, batch_size=bs, prog_bar=(name == "loss"), sync_dist=split != "train")
         pred = out.final_logits.argmax(-1)
         correct = (pred == batch["label"]).float()
-        self.acc[split].update(correct)
-        self.log(f"{split}/acc", self.acc[split], batch_size=bs, prog_bar=True, on_step=False, on_epoch=True)
+        self.acc[f"{split}_acc"].update(correct)
+        self.log(f"{split}/acc", self.acc[f"{split}_acc"], batch_size=bs, prog_bar=True, on_step=False, on_epoch=True)
         if split != "train":
             self._update_groups(split, batch, correct)
         if split == "test":

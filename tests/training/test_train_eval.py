@@ -1,0 +1,74 @@
+"""recurvlm-train and recurvlm-eval end to end on tiny CPU configs, resume, and clear failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from recurvlm.data import interchange
+from recurvlm.data.stimuli import generate
+from recurvlm.eval import evaluate
+from recurvlm.train import train
+from recurvlm.training.checkpoints import CheckpointError
+
+
+def test_fit_then_test_then_eval_on_a_folder(train_cfg, compose_cfg, tmp_path, capsys):
+    cfg = train_cfg("task=curve_tracing")
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((out / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert set(metrics["per_difficulty"]) == {"curve_tracing/easy", "curve_tracing/medium", "curve_tracing/hard"}
+    assert metrics["n"] == 3 * cfg.data.n_test
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == metrics["n"] and {"id", "prediction", "answer", "correct", "probs"} <= set(json.loads(lines[0]))
+    csv = list(out.glob("csv/version_*/metrics.csv"))
+    assert csv and "val/acc" in csv[0].read_text().splitlines()[0]
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy: {metrics['accuracy']:.4f}"
+
+    folder = interchange.write_folder(((interchange.sample_id("curve_tracing", 5, i), generate("curve_tracing", 5, i, "hard"))
+                                       for i in range(10)), tmp_path / "folder")
+    eval_out = tmp_path / "eval"
+    eval_out.mkdir()
+    ecfg = compose_cfg("eval", [f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", f"data.path={folder}",
+                                   "trainer.enable_progress_bar=false"], eval_out)
+    em = evaluate(ecfg)
+    assert em["n"] == 10 and set(em["per_difficulty"]) == {"curve_tracing/hard"}
+    saved = json.loads((eval_out / "metrics.json").read_text())
+    assert saved["accuracy"] == em["accuracy"] and saved["per_task"]["curve_tracing"]["n"] == 10
+    assert len((eval_out / "predictions.jsonl").read_text().splitlines()) == 10
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy: {em['accuracy']:.4f}"
+
+
+def test_relaunch_with_ckpt_path_last_resumes(train_cfg):
+    first = train_cfg("trainer.max_epochs=1", "test=false", "name=resume")
+    train(first)
+    ckpt = torch.load(f"{first.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 0
+    second = train_cfg("trainer.max_epochs=2", "test=false", "name=resume", "ckpt_path=last")
+    train(second)
+    resumed = torch.load(f"{second.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * ckpt["global_step"]
+    with open(f"{second.paths.output_dir}/resumed_from.txt") as f:
+        assert f.read().strip() == f"{first.paths.output_dir}/checkpoints/last.ckpt"
+
+
+def test_missing_and_foreign_checkpoints_fail_in_one_line(train_cfg, tmp_path):
+    cfg = train_cfg("trainer.max_epochs=1", "test=false")
+    train(cfg)
+    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*nope.ckpt"):
+        train(train_cfg("ckpt_path=/nope.ckpt"))
+    wider = train_cfg("model.net.vision.width=48", f"ckpt_path={last}")
+    with pytest.raises(CheckpointError, match=r"does not fit this model: shape mismatch: model\.vision_model\.") as e:
+        train(wider)
+    assert "\n" not in str(e.value)
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "cb": print}, evil)  # a pickled function: refused by weights_only
+    with pytest.raises(CheckpointError, match="cannot be loaded with weights_only=True"):
+        train(train_cfg(f"ckpt_path={evil}"))
+    with pytest.raises(CheckpointError, match="ckpt_path=last: no checkpoints/last.ckpt under"):
+        train(train_cfg("ckpt_path=last", "name=never-ran"))
