@@ -1,39 +1,35 @@
 """Curve tracing: are the two dots on the same curve? A Pathfinder-like long-range grouping task.
 
 Follows the Pathfinder challenge of Linsley et al. (2018), "Learning long-range spatial
-dependencies with horizontal gated recurrent units" (NeurIPS): smooth curves made of
-`contour_length` short straight segments with a bounded turn between consecutive
-segments, white-ish antialiased strokes on a dark background, two disc markers on curve
-ends; the question is whether both markers sit on one curve.
+dependencies with horizontal gated recurrent units" (NeurIPS). Every curve is a random walk
+of `contour_length` straight segments of `segment_length`, each turning from the last by a
+uniform angle in [-max_turn, max_turn]; strokes are white-ish and antialiased on black, and
+the two dots (red discs of one radius) are drawn on top, exactly on curve ends (sub-pixel).
+Lengths are in pixels of a 64-pixel image and scale with `image_size`.
 
-Lengths (`segment_length`, `stroke_width`) are in pixels of a 64-pixel image and scale
-with `image_size`. Every curve is a random walk: a random start and heading, then
-`contour_length` steps of `segment_length`, each turning by a uniform angle in
-[-max_turn, max_turn].
+The picture does not depend on the answer; the answer only picks which end gets the second dot:
 
-Construction (one picture for both answers; the answer only picks which end is marked):
+1. Dot A is the start of main curve S1, which leaves A with heading h; B1 is S1's far end.
+2. A phantom walk P (never drawn), independent of S1 but of the same law, also leaves A with
+   heading h. Its far end E2 is the start of main curve S2, which leaves E2 the way P arrives
+   there (heading reversed) and then turns on its own. A second phantom Q leaves B1 the way
+   S1 arrives there.
+3. "yes" puts the second dot on B1, "no" on E2. (S1, B1) and (P, E2) are exchangeable and
+   every rule below is applied alike to the pairs (S1, S2) and (P, Q), so the second dot's
+   distance from A, its direction seen from A's stroke and the stroke direction at the dot
+   have one distribution for both answers ("does the marked curve point at the other dot"
+   tells nothing), and in both answers S2 heads back past A: the curves must be followed.
+4. `distractors` more walks of the same length are placed one by one at random.
 
-1. Marker A sits on the start of main curve 1 (S1), which leaves A with heading h.
-2. A *phantom* curve P, an independent walk of the same length, also leaves A with
-   heading h; it is never drawn. Its far end E2 is where main curve 2 (S2) starts, and S2
-   leaves E2 the way P arrives there (reversed), then turns on its own.
-3. The second marker goes on the far end B1 of S1 ("yes") or on E2 ("no"). Since S1 and P
-   are independent walks of one law from (A, h), the second marker's distance to A, the
-   direction to it seen from A's stroke and the stroke direction at the marker relative
-   to A have one distribution for both answers; so do the candidate ends' surroundings.
-   S2 heads back towards A and passes S1 nearby, so neither "the marked curve points at
-   the other marker" nor "there is a second curve end near a marker" tells the answer:
-   the curves must be followed.
-4. `distractors` more walks of the same length are scattered at random.
+Rules, checked on the unmarked picture with all three dot places A, B1 and E2: no other curve
+comes within a clearance of them (a dot never touches a second curve, nor its own curve
+twice); no curve ends on another stroke; strokes that come close cross at 30 degrees or more
+(no parallel runs); curves keep clear of themselves; the dots are two clearances apart at
+least; everything stays inside the image. Curves do cross, as in Pathfinder.
 
-All geometric rules are checked on the unmarked picture with all three candidate
-marker places (A, B1, E2), before the answer is used, so the drawn curves have one
-distribution for both answers: no curve passes within `marker clearance` of A, B1 or E2
-(a marker never touches a second curve, or its own curve twice), no curve end lies on
-another curve, curves cross only at an angle of at least 30 degrees (no parallel runs),
-curves do not come close to themselves, markers are at least two clearances apart, and
-everything stays inside the image. The markers are drawn after the curves, at the exact
-(sub-pixel) curve ends, with one radius and colour.
+Maps: "target_curve" (bool) holds the pixels of curve 1, the curve through the first dot,
+where its own stroke coverage is at least MEMBER_ALPHA; "curves" (int8) the id of the most
+covering curve at such pixels: 0 background, 1 = S1, 2 = S2, 3... the distractors.
 """
 
 from __future__ import annotations
@@ -57,11 +53,18 @@ MARKER_RADIUS = 1.5  # in stroke widths
 MARKER_GAP = 2.0  # px at 64: free space between a marker disc and the stroke of any other curve
 END_GAP = 1.5  # px at 64: free space between a curve end and any other curve
 CLOSE = 1.0  # px at 64 (plus a stroke width): strokes this close must cross at an angle
-MIN_CROSS_DEG = 30.0  # smallest angle at which two curves may cross
-MAIN_BATCH = 8  # main-curve configurations drawn (and checked) at once
-MAX_TRIES = 400  # batches before giving up (a knob combination that does not fit)
+MIN_CROSS_DEG = 30.0  # smallest angle at which two strokes may cross or come close
+SELF_ARC = 2.0  # parts of one curve further apart along it than SELF_ARC clearances keep a clearance
+ALPHA_LEVELS = 4095  # stroke coverage is quantised to this many levels before compositing
+MEMBER_ALPHA = 0.25  # a pixel belongs to a curve (maps) where its coverage is at least this
+MAIN_BATCH = 16  # main-curve configurations drawn at once
+PAIR_CHUNK = 2  # of which this many at a time go through the costly crossing rule
+MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
+MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
 
 _SIN_CROSS2 = math.sin(math.radians(MIN_CROSS_DEG)) ** 2
+_BG = np.array(BACKGROUND, np.float32)
+_FG_MINUS_BG = np.array(STROKE, np.float32) - _BG
 
 
 @dataclass(frozen=True)
@@ -94,18 +97,23 @@ class CurveTracingDifficulty:
 
 
 LEVELS: dict[str, CurveTracingDifficulty] = {
-    "easy": CurveTracingDifficulty(contour_length=6, distractors=8),
-    "medium": CurveTracingDifficulty(contour_length=9, distractors=5),
+    "easy": CurveTracingDifficulty(contour_length=6, distractors=6),
+    "medium": CurveTracingDifficulty(contour_length=9, distractors=4),
     "hard": CurveTracingDifficulty(contour_length=14, distractors=3),
 }
 
 
 # --- geometry ------------------------------------------------------------------------------
+#
+# Points are complex numbers x + iy and curves complex polylines v [..., n + 1]. Steps come
+# out of exp(ih) and are quantised, so vertices are exact dyadic sums. Complex numbers are
+# only added and subtracted, or scaled by reals (exact per component); every product of two
+# coordinates is taken on real and imaginary parts, so all results are machine-independent.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Geo:
-    """Pixel-unit constants of one difficulty."""
+    """Pixel-unit constants and index tables of one difficulty."""
 
     size: int
     n: int  # segments per curve
@@ -113,19 +121,32 @@ class _Geo:
     turn: float  # max turn (radians)
     r_stroke: float  # half stroke width
     r_marker: float
-    c_mark: float  # marker centre to any other curve (and own curve away from the end)
+    c_mark: float  # marker centre to any other curve (and to its own curve beyond the end)
     c_end: float  # curve end to any other curve
-    close: float  # stroke distance below which an angle is required
+    close: float  # strokes closer than this must meet at an angle
     d_min: float  # smallest marker distance
-    margin: float  # curve vertices stay this far inside the image
-    margin_mark: float  # marker centres stay this far inside
-    sub: int  # dense samples per segment (spacing <= 1 px)
-    pad: int  # padding of the occupancy grids
-    grid: int  # side of the occupancy grids
-    off_close: np.ndarray  # flat offsets of a disc of radius `close`
-    off_end: np.ndarray  # flat offsets of a disc of radius `c_end`
+    margin: float  # every vertex stays this far inside the image
+    frac: np.ndarray  # [sub] dense samples along a segment (spacing <= 1 px), for the occupancy grid
+    seg_of_pt: np.ndarray  # [P] segment of each dense point
+    frac_pair: np.ndarray  # [sub'] samples along a segment (spacing <= 2 px) for the exact main-curve rules
+    seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
+    end_rule: np.ndarray  # [4, 2, 1] squared clearances of the ends of S1, P, Q, S2 from the partner walk
+    frac_self: np.ndarray  # [sub''] samples along a segment for the self rule (spacing < 2 c_end)
+    self_far: np.ndarray  # [P'', n] sample and segment far apart along the curve
+    start_far: np.ndarray  # [n] segments far from the start along the curve
+    end_far: np.ndarray  # [n] segments far from the end
+    free_turn: float  # heading range (radians) under which the self rules hold by themselves
+    pad: int  # padding of the occupancy grid
+    grid: int  # side of the occupancy grid
+    off_close: np.ndarray  # flat grid offsets of a disc of radius `close`
+    off_mark: np.ndarray  # flat grid offsets of the no-go disc around a marker candidate
+    off_free_end: np.ndarray  # flat grid offsets of the no-go disc around S2's free end
+    off_end: np.ndarray  # flat grid offsets of the no-go disc around a distractor's end (as for S2's free end)
+    off_cross: np.ndarray  # flat grid offsets of a pixel and its 4-neighbours
     win: int  # render window side per segment
-    far_pairs: tuple[np.ndarray, np.ndarray]  # segment pairs (i, j >= i + 2) of one curve
+    win_xy: np.ndarray  # [W * W] complex pixel offsets of a render window
+    win_flat: np.ndarray  # [W * W] flat canvas offsets of a render window
+    difficulty: dict  # as_dict of the difficulty
 
 
 _GEO_CACHE: dict[CurveTracingDifficulty, _Geo] = {}
@@ -138,349 +159,392 @@ def _disc_offsets(radius: float, grid: int) -> np.ndarray:
     return (dy[keep] * grid + dx[keep]).astype(np.int64)
 
 
+def _samples(n: int, sub: int) -> np.ndarray:
+    return np.minimum(np.arange(n * sub + 1) // sub, n - 1)
+
+
 def _geometry(d: CurveTracingDifficulty) -> _Geo:
     g = _GEO_CACHE.get(d)
     if g is not None:
         return g
     s = d.image_size / 64.0
-    r_stroke = 0.5 * d.stroke_width * s
-    r_marker = MARKER_RADIUS * d.stroke_width * s
+    n, seg = d.contour_length, d.segment_length * s
+    r_stroke, r_marker = 0.5 * d.stroke_width * s, MARKER_RADIUS * d.stroke_width * s
     c_mark = r_marker + r_stroke + MARKER_GAP * s
     c_end = 2 * r_stroke + END_GAP * s
     close = 2 * r_stroke + CLOSE * s
-    seg = d.segment_length * s
+    sub, sub_pair = int(math.ceil(seg)), int(math.ceil(seg / 2))
+    # Self rule: the distance of two segments that do not cross is reached at an end point of
+    # one of them, and crossing ones have a sample within half the spacing of the crossing, so
+    # samples spaced below 2 c_end decide "nearer than c_end" exactly (vertices, as a rule).
+    sub_self = int(math.ceil(seg / (2 * c_end) + 1e-9))
+    arc = np.arange(n * sub_self + 1) / sub_self  # arc position of each sample, in segments
+    j = np.arange(n)
+    gap = seg * np.maximum(np.maximum(j[None, :] - arc[:, None], arc[:, None] - (j[None, :] + 1)), 0.0)
     pad = int(math.ceil(c_mark)) + 4
     grid = d.image_size + 2 * pad
-    n = d.contour_length
-    i, j = np.triu_indices(n, k=2)
+    win = int(math.floor(seg + 2 * r_stroke + 1.0 + 0.01)) + 1  # covers a segment's box grown by r_stroke + 0.5
+    canvas = d.image_size + 2 * win
+    wy, wx = np.divmod(np.arange(win * win), win)
+    slack = 0.5 + 2 * math.sqrt(0.5)  # dense points lie <= 0.5 px off the curve; points and centres get rounded
     g = _Geo(
         size=d.image_size, n=n, seg=seg, turn=math.radians(d.max_turn), r_stroke=r_stroke, r_marker=r_marker,
-        c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_stroke + 1.0,
-        margin_mark=r_marker + 1.0, sub=int(math.ceil(seg)), pad=pad, grid=grid,
-        off_close=_disc_offsets(close, grid), off_end=_disc_offsets(c_end, grid),
-        win=2 * int(math.ceil(0.5 * seg + r_stroke + 1.0)) + 1, far_pairs=(i, j),
+        c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_marker + 1.0,
+        frac=np.arange(sub) / sub, seg_of_pt=_samples(n, sub), frac_pair=np.arange(sub_pair) / sub_pair,
+        seg_of_pair_pt=_samples(n, sub_pair),
+        end_rule=np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[..., None] ** 2,
+        frac_self=np.arange(sub_self) / sub_self, self_far=gap >= SELF_ARC * c_end, start_far=seg * j >= SELF_ARC * c_mark,
+        end_far=seg * (n - 1 - j) >= SELF_ARC * c_mark,
+        # All headings within a window w: parts `SELF_ARC * c` apart along the curve are at
+        # least SELF_ARC * c * cos(w / 2) apart in the plane, so cos(w / 2) > 1 / SELF_ARC suffices.
+        free_turn=2.0 * math.acos(1.0 / SELF_ARC + 0.01), pad=pad, grid=grid,
+        off_close=_disc_offsets(close, grid), off_mark=_disc_offsets(c_mark + slack, grid),
+        off_free_end=_disc_offsets(c_end + slack, grid), off_end=_disc_offsets(c_end + slack, grid),
+        off_cross=np.array([0, 1, -1, grid, -grid]),
+        win=win, win_xy=wx + 1j * wy, win_flat=wy * canvas + wx, difficulty=as_dict(d),
     )
     _GEO_CACHE[d] = g
     return g
 
 
-def _steps(h: np.ndarray, seg: float) -> np.ndarray:
-    """Quantised step vectors [..., n, 2] of a walk with headings h [..., n]."""
-    return np.stack([quantize(seg * np.cos(h)), quantize(seg * np.sin(h))], axis=-1)
-
-
-def _vertices(steps: np.ndarray) -> np.ndarray:
-    """Vertices [..., n + 1, 2] of a walk from the origin (exact: dyadic coordinates)."""
-    v = np.zeros(steps.shape[:-2] + (steps.shape[-2] + 1, 2))
-    np.cumsum(steps, axis=-2, out=v[..., 1:, :])
+def _vertices(h: np.ndarray, seg: float) -> np.ndarray:
+    """Walks from 0 with segment headings h [..., n] -> complex vertices [..., n + 1] (exact sums)."""
+    steps = quantize((seg * np.exp(1j * h)).view(np.float64)).view(np.complex128)
+    v = np.zeros(h.shape[:-1] + (h.shape[-1] + 1,), np.complex128)
+    np.cumsum(steps, axis=-1, out=v[..., 1:])
     return v
 
 
-def _headings(h0: np.ndarray, turns: np.ndarray) -> np.ndarray:
-    """Headings [..., n] from initial headings [...] and turns [..., n - 1]."""
-    h = np.empty(turns.shape[:-1] + (turns.shape[-1] + 1,))
-    h[..., 0] = 0.0
-    np.cumsum(turns, axis=-1, out=h[..., 1:])
-    return h + h0[..., None]
+def _turn_range(h: np.ndarray) -> np.ndarray:
+    return h.max(-1) - h.min(-1)
 
 
-def _pt_seg_d2(px, py, ax, ay, ux, uy, uu):
-    """Squared distance of points (px, py) to segments a -> a + u (|u|^2 = uu); broadcasting."""
-    qx, qy = px - ax, py - ay
-    t = np.clip((qx * ux + qy * uy) / uu, 0.0, 1.0)
-    ex, ey = qx - t * ux, qy - t * uy
-    return ex * ex + ey * ey
+def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> tuple:
+    """One draw of B main configurations and m distractor candidates, as walks from 0.
 
-
-def _seg_seg(a, b):
-    """Squared distance and crossing flag of segment pairs; a, b [..., 2 (ends), 2 (xy)] broadcast."""
-    ax, ay, bx, by = a[..., 0, 0], a[..., 0, 1], a[..., 1, 0], a[..., 1, 1]
-    cx, cy, dx, dy = b[..., 0, 0], b[..., 0, 1], b[..., 1, 0], b[..., 1, 1]
-    ux, uy, vx, vy = bx - ax, by - ay, dx - cx, dy - cy
-    uu, vv = ux * ux + uy * uy, vx * vx + vy * vy
-    d2 = np.minimum(np.minimum(_pt_seg_d2(ax, ay, cx, cy, vx, vy, vv), _pt_seg_d2(bx, by, cx, cy, vx, vy, vv)),
-                    np.minimum(_pt_seg_d2(cx, cy, ax, ay, ux, uy, uu), _pt_seg_d2(dx, dy, ax, ay, ux, uy, uu)))
-    o1 = ux * (cy - ay) - uy * (cx - ax)
-    o2 = ux * (dy - ay) - uy * (dx - ax)
-    o3 = vx * (ay - cy) - vy * (ax - cx)
-    o4 = vx * (by - cy) - vy * (bx - cx)
-    crossing = (o1 * o2 < 0) & (o3 * o4 < 0)
-    sin2 = (ux * vy - uy * vx) ** 2 / (uu * vv)
-    return np.where(crossing, 0.0, d2), crossing, sin2
-
-
-def _segments(v: np.ndarray) -> np.ndarray:
-    """Segments [..., n, 2, 2] of polylines v [..., n + 1, 2]."""
-    return np.stack([v[..., :-1, :], v[..., 1:, :]], axis=-2)
-
-
-def _self_ok(v: np.ndarray, g: _Geo) -> np.ndarray:
-    """Per curve [...]: non-adjacent segments keep apart, the ends keep clear of their own curve."""
+    A configuration is four walks [S1, P, Q, S2]: S1 and P leave A = 0 with one heading; Q
+    leaves B1 = end(S1) with S1's last heading reversed, S2 leaves E2 = end(P) with P's last
+    heading reversed; walk i is paired with walk 3 - i. Returns the configurations' vertices
+    [B, 4, n + 1], headings [B, 4, n] and placement draws [B, 2], then the same for the
+    candidates: [m, n + 1], [m, n], [m, 2].
+    """
     n = g.n
-    segs = _segments(v)
-    i, j = g.far_pairs
-    ok = np.ones(v.shape[:-2], bool)
-    if len(i):
-        d2, _, _ = _seg_seg(segs[..., i, :, :], segs[..., j, :, :])
-        ok &= (d2 >= g.c_end * g.c_end).all(axis=-1)
-    if n >= 3:  # ends against their own curve beyond the adjacent segment
-        a, u = segs[..., :, 0, :], segs[..., :, 1, :] - segs[..., :, 0, :]
-        uu = (u * u).sum(-1)
-        d_start = _pt_seg_d2(v[..., 0, 0, None], v[..., 0, 1, None], a[..., 2:, 0], a[..., 2:, 1],
-                             u[..., 2:, 0], u[..., 2:, 1], uu[..., 2:])
-        d_end = _pt_seg_d2(v[..., -1, 0, None], v[..., -1, 1, None], a[..., : n - 2, 0], a[..., : n - 2, 1],
-                           u[..., : n - 2, 0], u[..., : n - 2, 1], uu[..., : n - 2])
-        c2 = g.c_mark * g.c_mark
-        ok &= (d_start >= c2).all(-1) & (d_end >= c2).all(-1)
-    return ok
+    h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
+    turns = rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))
+    unit = rng.uniform(0.0, 1.0, (B + m, 2))
+    h = np.empty((4 * B + m, n))
+    h[:, 0] = 0.0
+    np.cumsum(turns, axis=-1, out=h[:, 1:])
+    hm = h[: 4 * B].reshape(B, 4, n)
+    hm[:, :2] += h0[:B, None, None]
+    hm[:, 2:] += (hm[:, :2, -1] + math.pi)[..., None]
+    h[4 * B :] += h0[B:, None]
+    v = _vertices(h, g.seg)
+    vm = v[: 4 * B].reshape(B, 4, n + 1)
+    vm[:, 2:] += vm[:, :2, -1:]
+    return vm, hm, unit[:B], v[4 * B :], h[4 * B :], unit[B:]
 
 
-def _points_to_curve_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Squared distance of points p [..., k, 2] to polylines v [..., n + 1, 2] -> [..., k]."""
-    a, b = v[..., None, :-1, :], v[..., None, 1:, :]
-    u = b - a
-    uu = (u * u).sum(-1)
-    d2 = _pt_seg_d2(p[..., :, None, 0], p[..., :, None, 1], a[..., 0], a[..., 1], u[..., 0], u[..., 1], uu)
-    return d2.min(-1)
+def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Squared distances of points p [..., k] to the segments of polylines v [..., n + 1] -> [..., k, n]."""
+    a = v[..., None, :-1]
+    u = v[..., None, 1:] - a
+    ux, uy = u.real, u.imag
+    q = p[..., :, None] - a
+    t = np.minimum(np.maximum((q.real * ux + q.imag * uy) / (ux * ux + uy * uy), 0.0), 1.0)
+    e = q - t * u
+    return e.real * e.real + e.imag * e.imag
 
 
-def _main_curves(rng: np.random.Generator, g: _Geo):
-    """S1 (from A), S2 (from E2) and the translation, for one accepted configuration."""
-    n, B = g.n, MAIN_BATCH
+def _dense(v: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Points at fractions `frac` [sub] of every segment of polylines v [..., n + 1], then the
+    last vertex -> [..., n * sub + 1]."""
+    p = np.empty(v.shape[:-1] + (v.shape[-1] - 1, len(frac)), np.complex128)
+    p[...] = v[..., :-1, None] + frac * (v[..., 1:, None] - v[..., :-1, None])
+    return np.concatenate([p.reshape(v.shape[:-1] + (-1,)), v[..., -1:]], axis=-1)
+
+
+def _self_bad(v: np.ndarray, g: _Geo) -> np.ndarray:
+    """Curves v [k, n + 1] that come close to themselves: parts far apart along the curve
+    nearer than `c_end`, or an end nearer than `c_mark` to its curve beyond the end -> [k]."""
+    d2 = _pts_segs_d2(_dense(v, g.frac_self), v)  # [k, P'', n]
+    return (((d2 < g.c_end ** 2) & g.self_far).any(axis=(1, 2))
+            | ((d2[:, 0] < g.c_mark ** 2) & g.start_far).any(-1) | ((d2[:, -1] < g.c_mark ** 2) & g.end_far).any(-1))
+
+
+def _extent(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per leading index, the smallest and largest (x, y) over all vertices -> [k, 2] each."""
+    xy = np.ascontiguousarray(v.reshape(len(v), -1).view(np.float64).reshape(len(v), -1, 2).transpose(0, 2, 1))
+    return xy.min(-1), xy.max(-1)  # (reducing a contiguous last axis is much faster)
+
+
+def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> complex:
+    """Quantised translation, uniform in the range keeping every vertex `margin` inside."""
+    lo, hi = g.margin - lo, g.size - 1 - g.margin - hi
+    t = quantize(lo + unit * (hi - lo))
+    return complex(t[0], t[1])
+
+
+def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
+    """Main curves S1 (from A) and S2 (from E2) placed in the image, their segment headings,
+    and the m distractor candidates drawn with them (see `_draw`).
+
+    Four walks per configuration, [S1, P, Q, S2] (see `_draw`); P and Q are phantoms,
+    never drawn. Every rule is applied alike to the pair (S1, S2) and to the pair (P, Q), so
+    swapping S1 <-> P and S2 <-> Q (which swaps B1 <-> E2) leaves the law of accepted
+    configurations unchanged: the "yes" marker end B1 and the "no" marker end E2 have one
+    joint law with A and its stroke.
+    """
+    B = MAIN_BATCH
+    room = g.size - 1 - 2 * g.margin
     for _ in range(MAX_TRIES):
-        h0 = rng.uniform(0.0, 2.0 * math.pi, B)
-        turns = rng.uniform(-g.turn, g.turn, (B, 3, n - 1))
-        unit = rng.uniform(0.0, 1.0, (B, 2))  # placement inside the feasible range
-        h = _headings(np.repeat(h0[:, None], 2, axis=1), turns[:, :2])  # S1 and phantom P from A
-        h2 = _headings(h[:, 1, -1] + math.pi, turns[:, 2])  # S2 leaves E2 as P arrives, reversed
-        s1 = _vertices(_steps(h[:, 0], g.seg))  # [B, n + 1, 2], A at the origin
-        e2 = _vertices(_steps(h[:, 1], g.seg))[:, -1]  # [B, 2]
-        s2 = _vertices(_steps(h2, g.seg)) + e2[:, None, :]
-        b1 = s1[:, -1]
-        ok = ((b1 * b1).sum(-1) >= g.d_min ** 2) & ((e2 * e2).sum(-1) >= g.d_min ** 2)
-        ok &= _self_ok(s1, g) & _self_ok(s2, g)
-        # S1 against S2: crossings at an angle only, marker candidates and ends clear.
-        d2, _, sin2 = _seg_seg(_segments(s1)[:, :, None], _segments(s2)[:, None, :])
-        ok &= ~((d2 < g.close ** 2) & (sin2 < _SIN_CROSS2)).any(axis=(1, 2))
-        cand1 = np.stack([s1[:, 0], b1], axis=1)  # A, B1 against S2
-        ok &= (_points_to_curve_d2(cand1, s2) >= g.c_mark ** 2).all(-1)
-        ok &= _points_to_curve_d2(e2[:, None], s1)[:, 0] >= g.c_mark ** 2
-        ok &= _points_to_curve_d2(s2[:, -1:], s1)[:, 0] >= g.c_end ** 2
-        # Translation keeping every vertex (and marker candidate) inside.
-        pts = np.concatenate([s1, s2], axis=1)
-        lo = np.maximum((g.margin - pts).max(1), (g.margin_mark - np.stack([s1[:, 0], b1, e2], 1)).max(1))
-        hi = np.minimum((g.size - 1 - g.margin - pts).min(1), (g.size - 1 - g.margin_mark - np.stack([s1[:, 0], b1, e2], 1)).min(1))
-        ok &= (lo <= hi).all(-1)
-        good = np.flatnonzero(ok)
-        if len(good):
-            k = good[0]
-            t = quantize(lo[k] + unit[k] * (hi[k] - lo[k]))
-            return s1[k] + t, s2[k] + t
-    raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
-                       "use shorter curves or a larger image")
-
-
-def _dense(v: np.ndarray, sub: int) -> np.ndarray:
-    """Points every 1/sub of a segment along polylines v [..., n + 1, 2] -> [..., n * sub + 1, 2]."""
-    a, u = v[..., :-1, None, :], (v[..., 1:, None, :] - v[..., :-1, None, :])
-    t = (np.arange(sub, dtype=np.float64) / sub)[:, None]
-    p = (a + t * u).reshape(v.shape[:-2] + (-1, 2))
-    return np.concatenate([p, v[..., -1:, :]], axis=-2)
-
-
-class _Occupancy:
-    """Pixel grids of what is already placed: which segment passes near, and no-go zones."""
-
-    def __init__(self, g: _Geo) -> None:
-        self.g = g
-        self.near = np.zeros(g.grid * g.grid, np.int32)  # 1 + id of a segment within `close`, 0 = none
-        self.forbid = np.zeros(g.grid * g.grid, bool)  # zones no other curve may enter
-        self.dirs: list[np.ndarray] = []  # unit-free directions of the segments, by id
-
-    def flat(self, p: np.ndarray) -> np.ndarray:
-        g = self.g
-        q = np.rint(p).astype(np.int64) + g.pad
-        return q[..., 1] * g.grid + q[..., 0]
-
-    def add_curve(self, v: np.ndarray, ends_forbid: bool = True) -> None:
-        g = self.g
-        base = sum(len(x) for x in self.dirs)
-        self.dirs.append(v[1:] - v[:-1])
-        pts = _dense(v, g.sub)
-        ids = base + 1 + np.minimum(np.arange(len(pts)) // g.sub, g.n - 1)
-        idx = self.flat(pts)
-        self.near[(idx[:, None] + g.off_close[None, :]).ravel()] = np.repeat(ids, len(g.off_close))
-        if ends_forbid:
-            self.forbid[(idx[[0, -1], None] + g.off_end[None, :]).ravel()] = True
-
-    def forbid_disc(self, c: np.ndarray, radius: float) -> None:
-        """Forbid every grid pixel within `radius` of the exact point c (x, y)."""
-        g = self.g
-        k = int(math.ceil(radius)) + 1
-        x0, y0 = int(math.floor(c[0])) - k, int(math.floor(c[1])) - k
-        ys, xs = np.mgrid[y0 : y0 + 2 * k + 2, x0 : x0 + 2 * k + 2]
-        keep = (xs - c[0]) ** 2 + (ys - c[1]) ** 2 <= radius * radius
-        self.forbid[((ys[keep] + g.pad) * g.grid + xs[keep] + g.pad)] = True
-
-
-def _distractors(rng: np.random.Generator, g: _Geo, occ: _Occupancy, count: int) -> list[np.ndarray] | None:
-    """`count` more curves placed one by one among random candidates; None if they do not fit."""
-    n, placed = g.n, []
-    batch = max(2 * count, 4)
-    for _ in range(8):
-        if len(placed) == count:
-            break
-        h0 = rng.uniform(0.0, 2.0 * math.pi, batch)
-        turns = rng.uniform(-g.turn, g.turn, (batch, n - 1))
-        unit = rng.uniform(0.0, 1.0, (batch, 2))
-        v = _vertices(_steps(_headings(h0, turns), g.seg))
-        lo, hi = g.margin - v.min(1), g.size - 1 - g.margin - v.max(1)
-        ok = (lo <= hi).all(-1) & _self_ok(v, g)
-        v = v + quantize(lo + unit * (hi - lo))[:, None, :]
-        pts = _dense(v, g.sub)  # [batch, P, 2]
-        idx = occ.flat(pts)
-        steps = v[:, 1:] - v[:, :-1]
-        seg_of_pt = np.minimum(np.arange(pts.shape[1]) // g.sub, n - 1)
-        ok &= ~occ.forbid[idx].any(-1)
-        for k in np.flatnonzero(ok):
-            if occ.forbid[idx[k]].any():
-                continue
-            near = occ.near[idx[k]]
-            if near[0] or near[-1]:  # an end on (or right next to) another curve
-                continue
-            hit = np.flatnonzero(near)
-            if len(hit):
-                dirs = np.concatenate(occ.dirs)[near[hit] - 1]
-                mine = steps[k][seg_of_pt[hit]]
-                cr = mine[:, 0] * dirs[:, 1] - mine[:, 1] * dirs[:, 0]
-                if (cr * cr < _SIN_CROSS2 * (mine * mine).sum(-1) * (dirs * dirs).sum(-1)).any():
+        v, h, unit, *candidates = _draw(rng, g, B, m)
+        lo, hi = _extent(v)
+        ends = v[:, :2, -1]  # B1, E2
+        ok = (hi - lo <= room).all(-1) & (ends.real * ends.real + ends.imag * ends.imag >= g.d_min ** 2).all(-1)
+        sel = np.flatnonzero(ok)
+        if len(sel):
+            sel = sel[_ends_ok(v[sel], g)]
+        for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
+            part = sel[i : i + PAIR_CHUNK]
+            for k in part[_cross_ok(v[part], g)]:
+                if _turn_range(h[k]).max() > g.free_turn and _self_bad(v[k], g).any():
                     continue
-            occ.add_curve(v[k])
-            placed.append(v[k])
-            if len(placed) == count:
+                t = _shift(lo[k], hi[k], unit[k], g)
+                return v[k, 0] + t, v[k, 3] + t, h[k, 0], h[k, 3], candidates
+    raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
+                       "use shorter or straighter curves or a larger image")
+
+
+def _ends_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
+    """Rules on the curve ends of the pairs X = [S1, P], Y = [S2, Q]; w [K, 4, n + 1] = [S1, P, Q, S2] -> ok [K].
+
+    Both ends of X (A and B1, A and E2) and the start of Y (E2, B1) keep `c_mark` from the
+    other curve of the pair; the far end of Y keeps `c_end` from X.
+    """
+    d2 = _pts_segs_d2(w[..., :: g.n], w[:, ::-1])  # [K, 4, 2, n]: both ends against the partner walk
+    return ~(d2 < g.end_rule).any(axis=(1, 2, 3))
+
+
+def _cross_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
+    """Where strokes of X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least -> ok [K]."""
+    d2 = _pts_segs_d2(_dense(w[:, 3:1:-1], g.frac_pair), w[:, :2])  # [K, 2, P', n]: points of Y against X
+    s = w[..., 1:] - w[..., :-1]
+    sx, sy = s[:, :2], s[:, 3:1:-1]
+    cross = sy.real[..., :, None] * sx.imag[..., None, :] - sy.imag[..., :, None] * sx.real[..., None, :]
+    flat = (cross * cross < _SIN_CROSS2 * g.seg ** 4)[:, :, g.seg_of_pair_pt]  # [K, 2, P', n]
+    return ~(flat & (d2 < g.close ** 2)).any(axis=(1, 2, 3))
+
+
+# --- distractors on an occupancy grid --------------------------------------------------------
+#
+# One int64 bit grid over the padded image. A placed stroke sets, on every pixel within
+# `close` of its dense points, the bit of its direction bin (DIR_BINS bins over 180 degrees);
+# the FORBIDDEN bit marks the no-go zones around the marker candidates and the curve ends.
+# A candidate curve's dense points carry the mask of the direction bins that are too nearly
+# parallel to their own direction (within MIN_CROSS_DEG), plus FORBIDDEN; its two ends carry
+# every bit (an end must not touch any stroke). A point breaks a rule where its mask meets
+# the grid.
+
+DIR_BINS = 60  # 3-degree bins
+FORBIDDEN = np.int64(1) << 62
+_BIT = np.left_shift(np.int64(1), np.arange(DIR_BINS, dtype=np.int64))
+
+
+def _parallel_masks() -> np.ndarray:
+    width = 180.0 / DIR_BINS
+    dist = np.abs(np.arange(DIR_BINS)[:, None] - np.arange(DIR_BINS)[None, :])
+    near = np.minimum(dist, DIR_BINS - dist) * width < MIN_CROSS_DEG  # bin centres within MIN_CROSS_DEG
+    return np.bitwise_or.reduce(np.where(near, _BIT[None, :], 0), axis=1) | FORBIDDEN
+
+
+_PARALLEL = _parallel_masks()
+_ANY = np.bitwise_or.reduce(_BIT) | FORBIDDEN  # what an end clashes with
+
+
+def _codes(h: np.ndarray) -> np.ndarray:
+    """Direction bins (heading mod 180 degrees) of segment headings h [..., n]."""
+    return (np.degrees(h) % 180.0 * (DIR_BINS / 180.0)).astype(np.int64) % DIR_BINS
+
+
+def _grid_index(p: np.ndarray, g: _Geo) -> np.ndarray:
+    """Grid indices of the pixels nearest to points p [...] (inside the image)."""
+    q = np.rint(p)
+    return q.imag.astype(np.int64) * g.grid + q.real.astype(np.int64) + g.pad * (g.grid + 1)
+
+
+def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, candidates: tuple) -> list[np.ndarray] | None:
+    """`count` more curves, each the next candidate (walks, headings, placement draws) that fits
+    among those placed; more candidates are drawn while needed; None if they do not fit. Each
+    placed curve joins the grid: its `close` zone and no-go discs around its ends."""
+    placed = []
+    room = g.size - 1 - 2 * g.margin
+    grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
+    for _ in range(4):
+        v, h, unit = candidates
+        m = len(v)
+        lo, hi = _extent(v)
+        unfit = (hi - lo > room).any(-1)
+        lo, hi = g.margin - lo, g.size - 1 - g.margin - hi
+        t = quantize(lo + unit * (hi - lo))
+        v = v + (t[:, 0] + 1j * t[:, 1])[:, None]
+        box = np.concatenate([g.margin - lo + t - grow, g.size - 1 - g.margin - hi + t + grow], axis=1).tolist()
+        idx = _grid_index(_dense(v, g.frac), g)  # [m, P]
+        idx[unfit] = idx[0, 0]  # (those are never used; keep the indices inside the grid)
+        code = _codes(h)[:, g.seg_of_pt]  # [m, P]
+        # Checked pixels: the dense points, against strokes too nearly parallel; the two ends
+        # and their 4-neighbours, against any stroke (an end must stay clear of other curves).
+        look = np.concatenate([idx, (idx[:, [0, -1], None] + g.off_cross).reshape(m, -1)], axis=1)
+        check = np.concatenate([_PARALLEL[code], np.full((m, 2 * len(g.off_cross)), _ANY)], axis=1)
+        curly = (_turn_range(h) > g.free_turn).tolist()
+        k = -1
+        while k + 1 < m:  # candidates after k that fit among everything placed so far
+            fit = np.flatnonzero(~((check[k + 1 :] & grid[look[k + 1 :]]).any(-1) | unfit[k + 1 :])) + k + 1
+            if not len(fit):
                 break
-    return placed if len(placed) == count else None
+            fresh = []  # boxes of the curves placed since the scan
+            for j in fit.tolist():
+                k = j
+                bj = box[j]
+                if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
+                    k = j - 1  # it may clash with a curve placed since the scan: scan again from j
+                    break
+                if curly[j] and _self_bad(v[j : j + 1], g)[0]:
+                    continue
+                np.bitwise_or.at(grid, (idx[j][:, None] + g.off_close).ravel(), np.repeat(_BIT[code[j]], len(g.off_close)))
+                grid[idx[j, [0, -1]][:, None] + g.off_end] |= FORBIDDEN
+                placed.append(v[j])
+                if len(placed) == count:
+                    return placed
+                fresh.append(bj)
+            else:
+                break  # every later candidate clashed already before these were placed
+        m = 6 * count + 16
+        *_, vd, hd, ud = _draw(rng, g, 0, m)
+        candidates = (vd, hd, ud)
+    return None
 
 
-def _count_crossings(curves: np.ndarray) -> np.ndarray:
-    """Crossings between different curves [C, n + 1, 2] -> per-curve crossing counts [C]."""
-    c, n = curves.shape[0], curves.shape[1] - 1
-    segs = _segments(curves).reshape(c * n, 2, 2)
-    owner = np.repeat(np.arange(c), n)
-    lo, hi = segs.min(1), segs.max(1)
-    over = ((lo[:, None, 0] <= hi[None, :, 0]) & (lo[None, :, 0] <= hi[:, None, 0])
-            & (lo[:, None, 1] <= hi[None, :, 1]) & (lo[None, :, 1] <= hi[:, None, 1]))
-    i, j = np.nonzero(np.triu(over, 1) & (owner[:, None] != owner[None, :]))
-    _, crossing, _ = _seg_seg(segs[i], segs[j])
-    counts = np.zeros(c, np.int64)
-    np.add.at(counts, owner[i[crossing]], 1)
-    np.add.at(counts, owner[j[crossing]], 1)
-    return counts
+def _target_crossings(curves: np.ndarray) -> np.ndarray:
+    """Crossings of curve 1 with every other curve of curves [C, n + 1] -> [C - 1]."""
+    n = curves.shape[1] - 1
+    a, u = curves[0, :-1, None], (curves[0, 1:] - curves[0, :-1])[:, None]  # [n, 1]
+    c, w = curves[1:, :-1].reshape(1, -1), (curves[1:, 1:] - curves[1:, :-1]).reshape(1, -1)  # [1, M]
+    dc = c - a
+    side_c = u.real * dc.imag - u.imag * dc.real  # side of c against segment a; of c + w: side_c + uw
+    uw = u.real * w.imag - u.imag * w.real
+    side_a = w.real * dc.imag - w.imag * dc.real  # (minus) side of a against segment c; of a + u: side_a + uw
+    crossing = (side_c * (side_c + uw) < 0) & (side_a * (side_a + uw) < 0)  # [n, M]
+    return crossing.reshape(n, -1, n).sum(axis=(0, 2))
 
 
 # --- rendering -----------------------------------------------------------------------------
 
 
 def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Antialiased strokes of curves [C, n + 1, 2]: alpha [H, W], instance ids [H, W], curve-1 mask.
+    """Antialiased strokes of curves [C, n + 1]: coverage [H, W] float32, instance ids [H, W], curve-1 mask.
 
-    Every segment gets a fixed window around its midpoint; per pixel the stroke alpha is
-    max-composited (exact union of round-capped segments) via integer keys that also carry
-    the curve id, so the id of the most-covering curve comes for free.
+    Every segment gets a fixed window from its bounding box; per pixel the stroke coverage is
+    max-composited (the exact union of round-capped segments) through integer keys that
+    also carry the curve id, so the id of the most-covering curve comes for free. A pixel
+    belongs to a curve (maps) where that curve's own coverage is at least MEMBER_ALPHA.
     """
-    c, n = curves.shape[0], curves.shape[1] - 1
-    S, W, half = g.size, g.win, g.win // 2
-    a = curves[:, :-1].reshape(-1, 2)
-    u = (curves[:, 1:] - curves[:, :-1]).reshape(-1, 2)
-    ids = np.repeat(np.arange(1, c + 1), n)
-    mid = a + 0.5 * u
-    ox = np.floor(mid[:, 0]).astype(np.int64) - half
-    oy = np.floor(mid[:, 1]).astype(np.int64) - half
-    ar = np.arange(W)
-    px = (ox[:, None] + ar[None, :])[:, None, :]  # [N, 1, W]
-    py = (oy[:, None] + ar[None, :])[:, :, None]  # [N, W, 1]
-    uu = (u * u).sum(-1)
-    d2 = _pt_seg_d2(px, py, a[:, 0, None, None], a[:, 1, None, None], u[:, 0, None, None], u[:, 1, None, None],
-                    uu[:, None, None])
-    dist = np.sqrt(d2)
-    alpha = np.clip(g.r_stroke + 0.5 - dist, 0.0, 1.0)
-    member = dist < max(g.r_stroke + 0.25, 0.75)  # pixels that belong to the curve (maps)
+    n = curves.shape[1] - 1
+    S, W = g.size, g.win
+    a = curves[:, :-1].ravel()
+    u = (curves[:, 1:] - curves[:, :-1]).ravel()
+    reach = g.r_stroke + 0.5
+    o = np.ceil((np.minimum(a.real, a.real + u.real) - reach, np.minimum(a.imag, a.imag + u.imag) - reach))
+    o = o.T  # window origin (x, y) per segment: the first pixel centre the stroke can cover
+    q = (o[:, 0] + 1j * o[:, 1] - a)[:, None] + g.win_xy  # [N, W * W] pixel centres relative to the segment start
+    ux, uy = u.real[:, None], u.imag[:, None]
+    t = np.minimum(np.maximum((q.real * ux + q.imag * uy) / (ux * ux + uy * uy), 0.0), 1.0)
+    e = q - t * u[:, None]
+    d2 = (e.real * e.real + e.imag * e.imag).ravel()
     P = S + 2 * W
-    flat = ((py + W) * P + (px + W)).ravel()
-    key = (np.rint(alpha * 4095.0).astype(np.int64) * 64 + ids[:, None, None]).ravel()
+    inside = np.flatnonzero(d2 < (g.r_stroke + 0.5) ** 2)  # coverage > 0
+    oi = o.astype(np.int64) + W
+    seg, pix = np.divmod(inside, W * W)
+    flat = (oi[:, 1] * P + oi[:, 0])[seg] + g.win_flat[pix]
+    level = np.rint(np.minimum(g.r_stroke + 0.5 - np.sqrt(d2[inside]), 1.0) * ALPHA_LEVELS).astype(np.int64)
     canvas = np.zeros(P * P, np.int64)
-    np.maximum.at(canvas, flat, key)
+    np.maximum.at(canvas, flat, (level << 6) + (seg // n + 1))
     canvas = canvas.reshape(P, P)[W : W + S, W : W + S]
-    alpha_img = (canvas // 64).astype(np.float32) / np.float32(4095.0)
-    mem = np.zeros(P * P, np.int64)
-    np.maximum.at(mem, flat, np.where(member.ravel(), (np.rint(alpha * 4095.0).astype(np.int64) * 64
-                                                        + ids[:, None, None]).ravel(), 0))
-    mem = mem.reshape(P, P)[W : W + S, W : W + S]
-    inst = (mem % 64).astype(np.int8)
+    lev = canvas >> 6
+    member = int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS))
+    inst = np.where(lev >= member, canvas & 63, 0).astype(np.int8)
+    first = int(np.searchsorted(inside, n * W * W))  # curve 1 owns the first n segments
     target = np.zeros(P * P, bool)
-    target[flat[(member & (ids[:, None, None] == 1)).ravel()]] = True
-    return alpha_img, inst, target.reshape(P, P)[W : W + S, W : W + S]
+    target[flat[:first][level[:first] >= member]] = True
+    return lev.astype(np.float32) / np.float32(ALPHA_LEVELS), inst, target.reshape(P, P)[W : W + S, W : W + S]
 
 
 # --- the task ------------------------------------------------------------------------------
 
 
+def _angle(t: complex, w: complex) -> float:
+    """Unsigned angle between two vectors, in degrees (rounded to 1e-3)."""
+    c = (t.real * w.real + t.imag * w.imag) / math.sqrt((t.real ** 2 + t.imag ** 2) * (w.real ** 2 + w.imag ** 2))
+    return float(round(math.degrees(math.acos(max(-1.0, min(1.0, c)))), 3))
+
+
+def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
+    """All curves [2 + distractors, n + 1] of one picture: S1, S2, then the distractors."""
+    for _ in range(MAX_LAYOUTS):
+        s1, s2, h1, h2, candidates = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
+        if not distractors:
+            return np.stack([s1, s2])
+        grid = np.zeros(g.grid * g.grid, np.int64)
+        idx = _grid_index(_dense(np.stack([s1, s2]), g.frac), g)  # [2, P]
+        # The `close` zone of the main strokes, then no-go zones around every marker candidate
+        # (A, B1, E2), whatever the answer, and around the free end of S2.
+        bits = np.repeat(_BIT[_codes(np.stack([h1, h2]))[:, g.seg_of_pt]].ravel(), len(g.off_close))
+        np.bitwise_or.at(grid, (idx[:, :, None] + g.off_close).ravel(), bits)
+        grid[idx[[0, 0, 1], [0, -1, 0], None] + g.off_mark] |= FORBIDDEN
+        grid[idx[1, -1] + g.off_free_end] |= FORBIDDEN
+        extra = _distractors(rng, g, grid, distractors, candidates)
+        if extra is not None:
+            return np.stack([s1, s2, *extra])
+    raise RuntimeError(f"curve_tracing: {distractors} distractors do not fit after {MAX_LAYOUTS} layouts; "
+                       "use fewer or shorter curves")
+
+
 def make(rng: np.random.Generator, condition: int, d: CurveTracingDifficulty) -> Sample:
     g = _geometry(d)
-    for _ in range(MAX_TRIES):
-        s1, s2 = _main_curves(rng, g)
-        occ = _Occupancy(g)
-        occ.add_curve(s1, ends_forbid=False)
-        occ.add_curve(s2, ends_forbid=False)
-        for p in (s1[0], s1[-1], s2[0]):  # marker candidates: exact clearance
-            occ.forbid_disc(p, g.c_mark + 0.5 + math.sqrt(0.5))
-        occ.forbid_disc(s2[-1], g.c_end + 0.5 + math.sqrt(0.5))
-        extra = _distractors(rng, g, occ, d.distractors)
-        if extra is not None:
-            break
-    else:
-        raise RuntimeError(f"curve_tracing: {d.distractors} distractors do not fit after {MAX_TRIES} tries")
-    curves = np.stack([s1, s2, *extra])  # ids 1, 2, 3, ...
-    a, b = s1[0], (s1[-1] if condition == 1 else s2[0])
+    curves = _curves(rng, g, d.distractors)  # instance ids 1 (S1), 2 (S2), 3, ...
+    s1, s2 = curves[0], curves[1]
+    a, b = complex(s1[0]), complex(s1[-1] if condition == 1 else s2[0])
 
     alpha, inst, target = _render(curves, g)
     img = np.empty((g.size, g.size, 3), np.float32)
-    for ch in range(3):
-        img[..., ch] = np.float32(BACKGROUND[ch]) + alpha * np.float32(STROKE[ch] - BACKGROUND[ch])
+    for ch in range(3):  # (broadcasting over a last axis of 3 is several times slower)
+        img[..., ch] = _BG[ch] + alpha * _FG_MINUS_BG[ch]
     for p in (a, b):
-        draw_disc(img, float(p[0]), float(p[1]), g.r_marker, MARKER)
+        draw_disc(img, p.real, p.imag, g.r_marker, MARKER)
 
-    crossings = _count_crossings(curves)
-    # Stroke directions at the markers (pointing into the curve) against the marker-to-marker line.
-    ta = s1[1] - s1[0]
-    tb = (s1[-2] - s1[-1]) if condition == 1 else (s2[1] - s2[0])
-    ab = b - a
-
-    def angle(t: np.ndarray, w: np.ndarray) -> float:
-        c = (t[0] * w[0] + t[1] * w[1]) / math.sqrt((t[0] ** 2 + t[1] ** 2) * (w[0] ** 2 + w[1] ** 2))
-        return float(round(math.degrees(math.acos(max(-1.0, min(1.0, c)))), 3))
-
-    dist = float(math.sqrt(ab[0] ** 2 + ab[1] ** 2))
-    edge = float(min(a.min(), b.min(), g.size - 1 - a.max(), g.size - 1 - b.max()))
+    crossings = _target_crossings(curves)
+    ta = complex(s1[1] - s1[0])  # stroke directions at the markers, pointing into their curves
+    tb = complex(s1[-2] - s1[-1]) if condition == 1 else complex(s2[1] - s2[0])
     return Sample(
         image=to_uint8(img),
         question=QUESTION,
         answer=CHOICES[condition],
         choices=CHOICES,
         task="curve_tracing",
-        difficulty=as_dict(d),
+        difficulty=dict(g.difficulty),
         maps={"target_curve": target, "curves": inst},
         info={
-            "markers": [[float(a[0]), float(a[1])], [float(b[0]), float(b[1])]],
+            "markers": [[a.real, a.imag], [b.real, b.imag]],
             "nuisance": {
-                "marker_distance": dist,
-                "contour_length": int(g.n),
-                "n_curves": int(len(curves)),
-                "n_crossings": int(crossings.sum() // 2),
-                "n_crossings_target": int(crossings[0]),
-                "marker_edge_distance": edge,
-                "angle_at_first_marker": angle(ta, ab),
-                "angle_at_second_marker": angle(tb, -ab),
+                "marker_distance": math.sqrt((b.real - a.real) ** 2 + (b.imag - a.imag) ** 2),
+                "contour_length": g.n,
+                "n_curves": len(curves),
+                "n_crossings_target": int(crossings.sum()),
+                "n_crossings_main": int(crossings[0]),
+                "marker_edge_distance": min(a.real, a.imag, b.real, b.imag,
+                                            g.size - 1 - max(a.real, a.imag, b.real, b.imag)),
+                "angle_at_first_marker": _angle(ta, b - a),
+                "angle_at_second_marker": _angle(tb, a - b),
             },
         },
     )
