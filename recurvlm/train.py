@@ -53,6 +53,15 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(cfg.ckpt_path)
 
 
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks group, less the progress bar when `trainer.enable_progress_bar=false`
+    (Lightning refuses the two together)."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    return callbacks
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test as the config says; returns the test metrics (and val/acc for sweepers)."""
     L.seed_everything(cfg.seed, workers=True)
@@ -64,8 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = MatchingModule(model=net, optimizer=instantiate(cfg.optim.optimizer), scheduler=scheduler,
                             model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length},
                             tokenizer_state=tokenizer.to_dict())
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=callbacks)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=build_callbacks(cfg))
 
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
