@@ -42,6 +42,10 @@ def load_module(ckpt_path: str) -> tuple[MatchingModule, Any, int]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed)
     module, tokenizer, context_length = load_module(str(cfg.ckpt_path))
+    if cfg.get("iterations") is not None:
+        if not getattr(module.model, "recurrent", False) and cfg.iterations != 1:
+            raise SystemExit(f"recurvlm-eval: iterations={cfg.iterations}: {cfg.ckpt_path} is a feedforward model (T = 1)")
+        module.eval_iterations = int(cfg.iterations)
     d = cfg.data
     if d.path:
         dm: L.LightningDataModule = FolderDataModule(path=d.path, tokenizer=tokenizer, context_length=context_length,

@@ -27,7 +27,8 @@ def choice_texts(question: str, choices: Sequence[str]) -> list[str]:
 
 class ChoiceCollate:
     """`collate`, plus token ids of every choice text: choice_ids / choice_mask [B, K, L]
-    and choice_valid [B, K] (K = the most choices in the batch; shorter lists are padded)."""
+    and choice_valid [B, K] (K = the most choices in the batch; shorter lists are padded),
+    and of the question alone (the recurrent variant's query): question_ids / question_mask [B, L]."""
 
     def __init__(self, tokenizer: Tokenizer, context_length: int) -> None:
         self.tokenizer, self.context_length = tokenizer, context_length
@@ -43,6 +44,8 @@ class ChoiceCollate:
         batch["choice_ids"] = ids.view(len(items), k, -1)
         batch["choice_mask"] = mask.view(len(items), k, -1)
         batch["choice_valid"] = valid
+        batch["question_ids"], batch["question_mask"] = self.tokenizer.encode(list(batch["question"]),
+                                                                              context_length=self.context_length)
         return batch
 
 

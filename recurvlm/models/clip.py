@@ -7,12 +7,20 @@ class exposes CLIP's contrastive (InfoNCE) and SigLIP's sigmoid losses for image
 pretraining on paired data. Parameter names follow Hugging Face's `CLIPModel`
 (`vision_model`, `text_model`, `visual_projection`, `text_projection`, `logit_scale`), so
 pretrained CLIP weights load by plain copy.
+
+Recurrent top-down variant: the same class with a `top_down` module (`topdown.TopDown`). The
+question alone, encoded by the text tower, gates a per-token state that feeds back into the
+ViT for `iterations` sweeps; every sweep gives an image embedding (the pooled vision output
+plus the state's zero-initialised readout) and so an answer. Without `top_down` the model
+is the feedforward baseline (T = 1): the baseline is this model with no feedback, not a
+second copy.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +29,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .outputs import VLMOutput
+from .topdown import LOSSES, Carry, TopDown
 
 # OpenAI CLIP's preprocessing statistics; towers trained here from scratch use 0.5 / 0.5.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -36,8 +45,16 @@ class CLIPPair(nn.Module):
 
     def __init__(self, *, vision: nn.Module, text: nn.Module, vision_width: int, text_width: int, embed_dim: int,
                  logit_scale_init: float = math.log(1 / 0.07), logit_bias_init: float | None = None,
-                 image_mean: Sequence[float] = (0.5, 0.5, 0.5), image_std: Sequence[float] = (0.5, 0.5, 0.5)) -> None:
+                 image_mean: Sequence[float] = (0.5, 0.5, 0.5), image_std: Sequence[float] = (0.5, 0.5, 0.5),
+                 top_down: dict[str, Any] | None = None, iterations: int = 1, loss: str = "last",
+                 progressive_alpha: float = 0.5) -> None:
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+        if not (isinstance(iterations, int) and iterations >= 1):
+            raise ValueError(f"iterations={iterations!r}; valid: an integer >= 1")
+        if top_down is None and iterations != 1:
+            raise ValueError(f"iterations={iterations} needs a top_down module (a feedforward model has T = 1)")
         self.vision_model = vision
         self.text_model = text
         self.visual_projection = nn.Linear(vision_width, embed_dim, bias=False)
@@ -49,6 +66,13 @@ class CLIPPair(nn.Module):
         self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
         for proj in (self.visual_projection, self.text_projection):
             nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+        self.top_down = (TopDown(vision=vision, query_width=text_width, embed_dim=embed_dim, **top_down)
+                         if top_down is not None else None)
+        self.iterations, self.loss_mode, self.progressive_alpha = iterations, loss, progressive_alpha
+
+    @property
+    def recurrent(self) -> bool:
+        return self.top_down is not None
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 [B, 3, H, W] (or float in [0, 1]) -> normalised float pixel values."""
@@ -63,23 +87,82 @@ class CLIPPair(nn.Module):
         """L2-normalised text embeddings [N, E] for token ids [N, L]."""
         return F.normalize(self.text_projection(self.text_model(input_ids, attention_mask).pooled), dim=-1)
 
-    def forward(self, images: Tensor, choice_ids: Tensor, choice_mask: Tensor, choice_valid: Tensor) -> VLMOutput:
-        """Score every choice against the image.
+    def encode_choices(self, choice_ids: Tensor, choice_mask: Tensor) -> Tensor:
+        """Text embeddings [B, K, E] of every "<question> <answer>" choice [B, K, L]."""
+        b = choice_ids.shape[0]
+        txt = self.encode_text(rearrange(choice_ids, "b k l -> (b k) l"), rearrange(choice_mask, "b k l -> (b k) l"))
+        return rearrange(txt, "(b k) e -> b k e", b=b)
+
+    def score(self, image_embeds: Tensor, text_embeds: Tensor, choice_valid: Tensor) -> Tensor:
+        """Scaled cosine similarity [B, K] of image [B, E] and choices [B, K, E]; padding -inf."""
+        logits = self.logit_scale.exp() * torch.einsum("be,bke->bk", image_embeds, text_embeds)
+        return logits.masked_fill(~choice_valid, float("-inf"))
+
+    def forward(self, images: Tensor, choice_ids: Tensor, choice_mask: Tensor, choice_valid: Tensor,
+                question_ids: Tensor | None = None, question_mask: Tensor | None = None, *,
+                iterations: int | None = None, record: bool = False,
+                progressive: tuple[int, int] | None = None) -> VLMOutput:
+        """Score every choice against the image, at every iteration.
 
         images [B, 3, H, W]; choice_ids / choice_mask [B, K, L] (tokens of "<question> <answer>");
-        choice_valid [B, K] (False for padding choices). Returns logits [T=1, B, K].
+        choice_valid [B, K] (False for padding choices); question_ids / question_mask [B, L]
+        (the question alone: the recurrent variant's query). `iterations` overrides T (any T at
+        test time). `record` keeps per-iteration, per-layer attention maps (eager path),
+        feedback maps and state norms in `maps`. `progressive=(n, k)`: n iterations without
+        gradient, then k with, returning the k (Bansal et al. 2022). Returns logits [T, B, K].
         """
-        b = choice_ids.shape[0]
-        img = self.encode_image(images)  # [B, E]
-        txt = self.encode_text(rearrange(choice_ids, "b k l -> (b k) l"), rearrange(choice_mask, "b k l -> (b k) l"))
-        txt = rearrange(txt, "(b k) e -> b k e", b=b)  # [B, K, E]
-        logits = self.logit_scale.exp() * torch.einsum("be,bke->bk", img, txt)  # [B, K]
-        logits = logits.masked_fill(~choice_valid, float("-inf"))
-        return VLMOutput(logits=logits[None], image_embeds=img[None], text_embeds=txt)
+        txt = self.encode_choices(choice_ids, choice_mask)  # [B, K, E]
+        if self.top_down is None:
+            if iterations not in (None, 1) or progressive is not None:
+                raise ValueError("a feedforward model runs one iteration; iterations/progressive need top_down")
+            v = self.vision_model(self.preprocess(images), return_attention=record)
+            img = F.normalize(self.visual_projection(v.pooled), dim=-1)
+            maps = {"attentions": [list(v.attentions)]} if record else {}
+            return VLMOutput(logits=self.score(img, txt, choice_valid)[None], image_embeds=img[None],
+                             text_embeds=txt, maps=maps)
+        carry = self.start(images, question_ids, question_mask, record=record)
+        if progressive is not None:
+            n, k = progressive
+            with torch.no_grad():
+                for _ in range(n):
+                    _, carry = self.step(carry, txt, choice_valid)
+            steps = k
+        else:
+            steps = self.iterations if iterations is None else iterations
+        logits, embeds = [], []
+        for _ in range(steps):
+            (lg, emb), carry = self.step(carry, txt, choice_valid)
+            logits.append(lg)
+            embeds.append(emb)
+        return VLMOutput(logits=torch.stack(logits), image_embeds=torch.stack(embeds), text_embeds=txt,
+                         state=carry.state, maps=carry.maps)
+
+    def start(self, images: Tensor, question_ids: Tensor | None, question_mask: Tensor | None, *,
+              record: bool = False) -> Carry:
+        """Begin the recurrent loop: the feedback-free lower layers and the query."""
+        if self.top_down is None:
+            raise ValueError("start/step need a top_down module")
+        if question_ids is None or question_mask is None:
+            raise ValueError("the recurrent variant needs question_ids and question_mask (the query)")
+        query = self.text_model(question_ids, question_mask).pooled  # [B, Dt]
+        return self.top_down.start(self.vision_model, self.preprocess(images), query, record=record)
+
+    def step(self, carry: Carry, text_embeds: Tensor, choice_valid: Tensor) -> tuple[tuple[Tensor, Tensor], Carry]:
+        """One iteration: ((logits [B, K], image embedding [B, E]), the next carry)."""
+        assert self.top_down is not None
+        v, s, carry = self.top_down.iterate(self.vision_model, carry)
+        img = F.normalize(self.visual_projection(v.pooled) + self.top_down.read(s), dim=-1)
+        return (self.score(img, text_embeds, choice_valid), img), carry
 
     def loss(self, out: VLMOutput, labels: Tensor) -> dict[str, Tensor]:
-        """Named loss terms for answer matching; `loss` is their sum."""
-        terms = losses.choice_loss(out.final_logits, labels)
+        """Named loss terms for answer matching; `loss` is their sum. With T > 1 iterations the
+        choice loss is on the last iteration (`last`) or the mean over iterations (`mean`);
+        `progressive` adds its own term in the training step (see `progressive_loss`)."""
+        if self.loss_mode == "mean" and out.logits.shape[0] > 1:
+            terms = {"choice_loss": torch.stack([losses.choice_loss(lg, labels)["choice_loss"]
+                                                 for lg in out.logits]).mean()}
+        else:
+            terms = losses.choice_loss(out.final_logits, labels)
         return {"loss": sum(terms.values()), **terms}
 
     def contrastive_loss(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:

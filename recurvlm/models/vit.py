@@ -308,28 +308,46 @@ class VisionTransformer(nn.Module):
         every block to the eager path (SDPA gives no weights).
         """
         grid_size = self._input_grid(pixel_values, interpolate_pos_encoding)
-        x = self.embeddings(pixel_values, grid_size=grid_size)  # [B, N, D]
-        if self.pre_layrnorm is not None:
-            x = self.pre_layrnorm(x)
+        x = self.embed(pixel_values, grid_size)
+        n = x.shape[1]
+        x, hidden, attentions = self.run_layers(x, 0, self.depth, layer_hook=layer_hook,
+                                                return_attention=return_attention, return_hidden=return_hidden)
+        if return_hidden:
+            hidden.append(x)
+        return self.finish(x[:, :n], grid_size, hidden=hidden if return_hidden else None,
+                           attentions=attentions if return_attention else None)
 
+    def embed(self, pixel_values: Tensor, grid_size: tuple[int, int]) -> Tensor:
+        """Patch + position embeddings (and the pre-layernorm): the stream block 0 reads."""
+        x = self.embeddings(pixel_values, grid_size=grid_size)  # [B, N, D]
+        return self.pre_layrnorm(x) if self.pre_layrnorm is not None else x
+
+    def run_layers(self, x: Tensor, start: int, stop: int, *, layer_hook: LayerHook | None = None,
+                   return_attention: bool = False, return_hidden: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Blocks start..stop-1 on the stream x [B, N, D]; the hook may replace the stream before
+        each block, keeping its shape or appending tokens after the first N (feedback tokens,
+        dropped again by `finish`). Returns (x, streams read by each block, attention maps)."""
         hidden: list[Tensor] = []
         attentions: list[Tensor] = []
-        for i, block in enumerate(self.encoder.layers):
+        for i in range(start, stop):
             if layer_hook is not None:
                 fed = layer_hook(i, x)
-                if fed.shape != x.shape:
+                if fed.shape[0] != x.shape[0] or fed.shape[2] != x.shape[2] or fed.shape[1] < x.shape[1]:
                     raise ValueError(
-                        f"layer_hook at layer {i} returned shape {tuple(fed.shape)}, expected {tuple(x.shape)}"
+                        f"layer_hook at layer {i} returned shape {tuple(fed.shape)}, expected {tuple(x.shape)} "
+                        f"(or more tokens appended)"
                     )
                 x = fed
             if return_hidden:
                 hidden.append(x)
-            x, weights = block(x, return_attention=return_attention)
+            x, weights = self.encoder.layers[i](x, return_attention=return_attention)
             if weights is not None:
                 attentions.append(weights)
-        if return_hidden:
-            hidden.append(x)
+        return x, hidden, attentions
 
+    def finish(self, x: Tensor, grid_size: tuple[int, int], *, hidden: list[Tensor] | None = None,
+               attentions: list[Tensor] | None = None) -> ViTOutput:
+        """Post-layernorm and pooling of the encoder output x [B, N, D] (appended tokens removed)."""
         # layernorm is per token, so normalising every token once serves all pools
         normed = self.post_layernorm(x)  # [B, N, D]
         tokens = normed[:, self.num_prefix_tokens :]  # [B, H*W, D]
@@ -348,6 +366,6 @@ class VisionTransformer(nn.Module):
             pooled=pooled,
             tokens=tokens,
             grid_size=grid_size,
-            hidden_states=tuple(hidden) if return_hidden else None,
-            attentions=tuple(attentions) if return_attention else None,
+            hidden_states=tuple(hidden) if hidden is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
         )

@@ -10,9 +10,16 @@ from typing import Any
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy and n overall, per task and per (task, level) from per-item records."""
+    """Accuracy and n overall, per task and per (task, level) from per-item records; with
+    per-iteration correctness in the records (recurrent models), also `per_iteration`: the
+    accuracy after every iteration t = 1..T."""
     def acc(rs: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"accuracy": sum(r["correct"] for r in rs) / len(rs) if rs else float("nan"), "n": len(rs)}
+        out: dict[str, Any] = {"accuracy": sum(r["correct"] for r in rs) / len(rs) if rs else float("nan"),
+                               "n": len(rs)}
+        its = [r["iterations"] for r in rs if r.get("iterations")]
+        if its and len(its) == len(rs) and len({len(i) for i in its}) == 1 and len(its[0]) > 1:
+            out["per_iteration"] = [sum(col) / len(col) for col in zip(*its)]
+        return out
 
     by_task, by_level = defaultdict(list), defaultdict(list)
     for r in records:

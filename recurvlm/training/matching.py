@@ -44,9 +44,12 @@ class MatchingModule(L.LightningModule):
 
     def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
-                 tokenizer_state: dict[str, Any] | None = None) -> None:
+                 tokenizer_state: dict[str, Any] | None = None, eval_iterations: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__()
         self.model = model
+        # T at validation and test (any T for a recurrent model; None: the training T)
+        self.eval_iterations, self.seed = eval_iterations, seed
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model_config, self.tokenizer_state = model_config, tokenizer_state
         self.acc = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in ("train", "val", "test")})
@@ -73,12 +76,28 @@ class MatchingModule(L.LightningModule):
 
     # --- steps -----------------------------------------------------------------------
 
-    def forward(self, batch: dict[str, Any]):
-        return self.model(batch["image"], batch["choice_ids"], batch["choice_mask"], batch["choice_valid"])
+    def forward(self, batch: dict[str, Any], **kwargs: Any):
+        return self.model(batch["image"], batch["choice_ids"], batch["choice_mask"], batch["choice_valid"],
+                          batch.get("question_ids"), batch.get("question_mask"), **kwargs)
+
+    def progressive_split(self, iterations: int) -> tuple[int, int]:
+        """(n, k) of the progressive loss (Bansal et al. 2022): n ~ U{0..T-1} iterations
+        without gradient, then k ~ U{1..T-n} with; a pure function of (seed, global step),
+        so a resumed run draws the same split."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + int(self.global_step))
+        n = int(torch.randint(0, iterations, (1,), generator=g))
+        k = int(torch.randint(1, iterations - n + 1, (1,), generator=g))
+        return n, k
 
     def _step(self, batch: dict[str, Any], split: str) -> Tensor:
-        out = self(batch)
+        recurrent = getattr(self.model, "recurrent", False)
+        out = self(batch, iterations=self.eval_iterations) if (split != "train" and recurrent) else self(batch)
         terms = self.model.loss(out, batch["label"])
+        if split == "train" and recurrent and self.model.loss_mode == "progressive" and self.model.iterations > 1:
+            prog = self(batch, progressive=self.progressive_split(self.model.iterations))
+            alpha = self.model.progressive_alpha
+            terms["progressive_loss"] = self.model.loss(prog, batch["label"])["choice_loss"]
+            terms["loss"] = (1 - alpha) * terms["choice_loss"] + alpha * terms["progressive_loss"]
         bs = len(batch["label"])
         for name, value in terms.items():
             self.log(f"{split}/{name}", value, batch_size=bs, prog_bar=(name == "loss"), sync_dist=split != "train")
@@ -89,7 +108,7 @@ class MatchingModule(L.LightningModule):
         if split != "train":
             self._update_groups(split, batch, correct)
         if split == "test":
-            self._record(batch, out.final_logits, pred)
+            self._record(batch, out.logits, pred)
         return terms["loss"]
 
     def _update_groups(self, split: str, batch: dict[str, Any], correct: Tensor) -> None:
@@ -101,8 +120,10 @@ class MatchingModule(L.LightningModule):
                     self.group_names[key] = f"{split}/{name}"
                 self.group_acc[key].update(correct[i])
 
-    def _record(self, batch: dict[str, Any], logits: Tensor, pred: Tensor) -> None:
-        probs = torch.softmax(logits.float(), dim=-1)
+    def _record(self, batch: dict[str, Any], all_logits: Tensor, pred: Tensor) -> None:
+        """One record per item; `iterations` lists the prediction's correctness at every t."""
+        probs = torch.softmax(all_logits[-1].float(), dim=-1)
+        per_iter = (all_logits.argmax(-1) == batch["label"][None]).T.tolist()  # [B][T]
         for i, choices in enumerate(batch["choices"]):
             p = int(pred[i])
             self.test_records.append({
@@ -110,6 +131,7 @@ class MatchingModule(L.LightningModule):
                 "question": batch["question"][i], "choices": choices, "answer": batch["answer"][i],
                 "prediction": choices[p], "correct": choices[p] == batch["answer"][i],
                 "probs": [round(float(x), 6) for x in probs[i, : len(choices)]],
+                "iterations": per_iter[i],
             })
 
     def _log_groups(self, split: str) -> None:

@@ -1,0 +1,113 @@
+"""The top-down loop shared by the recurrent variants (DESIGN.md, one iteration t):
+
+    v_t = vision(image, feedback=f_t)        # f_1 = 0: the first sweep is the feedforward sweep
+    s_t = state(s_{t-1}, query, v_t)         # per-token state grid, gated by the query
+    f_{t+1} = feedback(s_t)                  # per-token signal into the chosen ViT layers
+    y_t = readout(v_t, s_t, query)           # an answer at every iteration
+
+`TopDown` owns the query gate, the state module, the feedback and the state's contribution
+to the readout. The layers below the first feedback layer see no feedback, so they run once
+per image (`Sweep.low`); each iteration re-runs only the layers from there up, which keeps an
+iteration cheaper than a feedforward pass.
+
+Start near zero: the feedback projections and the state readout are zero-initialised, so at
+initialisation every model's first iteration equals its feedforward baseline (the `tokens`
+and `xattn` mechanisms: iteration 1 only; `add` and `gain`: every iteration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from .feedback import Feedback
+from .state import build_state
+from .vit import VisionTransformer, ViTOutput
+
+LOSSES = ("last", "mean", "progressive")
+
+
+@dataclass
+class Carry:
+    """Everything one iteration hands to the next (and the recorded maps)."""
+
+    low: Tensor  # [B, N, D] the stream entering the first feedback layer (fixed per image)
+    grid_size: tuple[int, int]
+    query: Tensor | None  # [B, S] the query gate input, or None
+    recall: Tensor | None = None  # [B, N_patches, S] the first sweep's tokens (input recall)
+    state: Tensor | None = None  # [B, N_patches, S] s_{t-1}
+    memory: Any = None  # the state module's own recurrent memory
+    t: int = 0  # iterations done
+    record: bool = False
+    maps: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class TopDown(nn.Module):
+    """Query-gated per-token state + spatial feedback for a `VisionTransformer`.
+
+    state: gru | mamba | xlstm | none (kwargs in `state_kwargs`); mechanism: add | gain |
+    tokens | xattn; layers: ViT blocks that receive feedback; recall: feed the first sweep's
+    tokens to the state at every iteration (DeepThinking's input recall).
+    """
+
+    def __init__(self, *, vision: VisionTransformer, query_width: int, embed_dim: int, state: str = "gru",
+                 state_dim: int = 64, state_kwargs: dict[str, Any] | None = None, mechanism: str = "add",
+                 layers: Sequence[int] = (1,), recall: bool = False) -> None:
+        super().__init__()
+        width = vision.width
+        self.state_dim = state_dim
+        self.token_in = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, state_dim))
+        self.query_in = nn.Linear(query_width, 2 * state_dim)  # FiLM of the state input: scale and shift
+        self.recall_in = nn.Linear(width, state_dim) if recall else None
+        self.state = build_state(state, state_dim, **dict(state_kwargs or {}))
+        self.feedback = Feedback(mechanism=mechanism, layers=layers, state_dim=state_dim, width=width,
+                                 depth=vision.depth, num_prefix_tokens=vision.num_prefix_tokens,
+                                 num_patches=vision.num_patches, heads=vision.heads)
+        self.readout = nn.Linear(state_dim, embed_dim, bias=False)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.query_in.weight)
+        nn.init.zeros_(self.query_in.bias)
+
+    def start(self, vision: VisionTransformer, pixel_values: Tensor, query: Tensor | None, *,
+              record: bool = False) -> Carry:
+        grid_size = vision._input_grid(pixel_values, False)
+        x = vision.embed(pixel_values, grid_size)
+        low, _, attn = vision.run_layers(x, 0, self.feedback.first_layer, return_attention=record)
+        carry = Carry(low=low, grid_size=grid_size, query=query, record=record)
+        if record:
+            carry.maps = {"attentions": [], "feedback": [], "state_norm": [], "low_attentions": attn}
+        return carry
+
+    def iterate(self, vision: VisionTransformer, carry: Carry) -> tuple[ViTOutput, Tensor, Carry]:
+        """One iteration: (vision output v_t, state grid s_t, the carry for t+1)."""
+        fb_maps: dict[int, Tensor] | None = {} if carry.record else None
+        hook = None if carry.state is None else self.feedback.hook(carry.state, fb_maps)
+        n = carry.low.shape[1]
+        x, _, attn = vision.run_layers(carry.low, self.feedback.first_layer, vision.depth, layer_hook=hook,
+                                       return_attention=carry.record)
+        v = vision.finish(x[:, :n], carry.grid_size)
+        u = self.token_in(v.tokens)  # [B, N, S]
+        if carry.query is not None:
+            scale, shift = rearrange(self.query_in(carry.query), "b (two s) -> two b 1 s", two=2)
+            u = u * (1 + scale) + shift
+        recall = carry.recall
+        if self.recall_in is not None:
+            recall = self.recall_in(v.tokens) if recall is None else recall
+            u = u + recall
+        s, memory = self.state.step(u, carry.memory)
+        nxt = Carry(low=carry.low, grid_size=carry.grid_size, query=carry.query, recall=recall, state=s,
+                    memory=memory, t=carry.t + 1, record=carry.record, maps=carry.maps)
+        if carry.record:
+            nxt.maps["attentions"].append(attn)
+            nxt.maps["feedback"].append(fb_maps)
+            nxt.maps["state_norm"].append(s.norm(dim=-1))
+        return v, s, nxt
+
+    def read(self, state: Tensor) -> Tensor:
+        """The state's contribution to the image embedding [B, E] (zero at initialisation)."""
+        return self.readout(state.mean(dim=1))

@@ -1,0 +1,183 @@
+"""The recurrent top-down CLIP variant: invariances of the iteration loop, state modules, feedback."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from recurvlm.models.clip import CLIPPair
+from recurvlm.models.state import GRUState, MambaState, XLSTMState, build_state
+from recurvlm.models.text import TextTransformer
+from recurvlm.models.vit import VisionTransformer
+
+STATES = {
+    "gru": {},
+    "mamba": {"layers": 1, "state_size": 4, "expand": 2, "conv_kernel": 2},
+    "xlstm": {"blocks": 2, "slstm_at": [1], "heads": 2, "max_iterations": 16},
+    "none": {},
+}
+MECHANISMS = ("add", "gain", "tokens", "xattn")
+
+
+def towers(seed: int = 0):
+    torch.manual_seed(seed)
+    vision = VisionTransformer(image_size=16, patch_size=4, width=16, depth=3, heads=2, mlp_dim=32, act="gelu")
+    text = TextTransformer(vocab_size=20, context_length=8, width=16, depth=1, heads=2, mlp_dim=32, act="gelu",
+                           eos_token_id=2)
+    return vision, text
+
+
+def make(state: str = "gru", mechanism: str = "add", layers=(1,), iterations: int = 3, seed: int = 0, **kw) -> CLIPPair:
+    vision, text = towers(seed)
+    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": mechanism,
+                "layers": list(layers), "recall": True}
+    return CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, top_down=top_down,
+                    iterations=iterations, **kw)
+
+
+def batch(b: int = 3, k: int = 2, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (b, 3, 16, 16), dtype=torch.uint8, generator=g)
+    ids = torch.randint(3, 20, (b, k, 8), generator=g)
+    ids[..., 5] = 2  # <eos>
+    mask = torch.ones(b, k, 8, dtype=torch.bool)
+    valid = torch.ones(b, k, dtype=torch.bool)
+    q_ids, q_mask = ids[:, 0].clone(), mask[:, 0].clone()
+    q_ids[:, 4] = 2
+    return images, ids, mask, valid, q_ids, q_mask
+
+
+def baseline_of(model: CLIPPair) -> CLIPPair:
+    """The feedforward pair with the variant's towers and projections (no top-down module)."""
+    base = CLIPPair(vision=model.vision_model, text=model.text_model, vision_width=16, text_width=16, embed_dim=8)
+    base.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("top_down.")})
+    return base
+
+
+@pytest.mark.parametrize("state", list(STATES))
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_at_initialisation_the_first_iteration_is_the_feedforward_baseline(state, mechanism):
+    model = make(state, mechanism).eval()
+    x = batch()
+    with torch.no_grad():
+        out = model(*x)
+        base = baseline_of(model)(*x[:4])
+    assert out.logits.shape == (3, 3, 2) and base.logits.shape == (1, 3, 2)
+    torch.testing.assert_close(out.logits[0], base.logits[0], rtol=0, atol=1e-5)
+    if mechanism in ("add", "gain"):  # zero feedback: every sweep is the feedforward sweep
+        torch.testing.assert_close(out.logits, base.logits.expand(3, -1, -1), rtol=0, atol=1e-5)
+
+
+def trained_a_little(model: CLIPPair, x=None, std: float = 0.1) -> CLIPPair:
+    """Zero-initialised feedback, gates and readout pass no gradient upstream and change
+    nothing at initialisation; moving them off zero by seeded noise stands in for training."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for p in model.top_down.parameters():
+            if not p.any():
+                p.add_(std * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("state", list(STATES))
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_a_step_loop_equals_forward(state, mechanism):
+    x = batch()
+    model = trained_a_little(make(state, mechanism), x).eval()
+    with torch.no_grad():
+        out = model(*x, iterations=5)
+        txt = model.encode_choices(x[1], x[2])
+        carry = model.start(x[0], x[4], x[5])
+        stepped = []
+        for _ in range(5):
+            (logits, _), carry = model.step(carry, txt, x[3])
+            stepped.append(logits)
+        short = model(*x, iterations=2)
+    torch.testing.assert_close(torch.stack(stepped), out.logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.state, carry.state, rtol=0, atol=1e-6)
+    torch.testing.assert_close(short.logits, out.logits[:2], rtol=0, atol=1e-6)  # anytime: T is free at test
+    assert not torch.allclose(out.logits[0], out.logits[-1]), "feedback changed nothing after training"
+
+
+@pytest.mark.parametrize("state", list(STATES))
+@pytest.mark.parametrize("mechanism", MECHANISMS)
+def test_every_parameter_receives_a_gradient_at_two_iterations(state, mechanism):
+    x = batch()
+    model = trained_a_little(make(state, mechanism, iterations=2), x)
+    model.zero_grad()
+    model.loss(model(*x), torch.tensor([1, 0, 1]))["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient: {missing}"
+
+
+def test_progressive_runs_n_without_gradient_then_k_with():
+    x = batch()
+    model = trained_a_little(make("gru", "add"), x)
+    full = model(*x, iterations=5)
+    prog = model(*x, progressive=(3, 2))
+    assert prog.logits.shape[0] == 2
+    torch.testing.assert_close(prog.logits, full.logits[3:], rtol=0, atol=1e-5)
+    prog.final_logits.sum().backward()
+    assert model.top_down.feedback.proj["1"].weight.grad is not None
+    only_k = model(*x, progressive=(0, 5))
+    torch.testing.assert_close(only_k.logits, full.logits, rtol=0, atol=1e-6)
+
+
+def test_mean_loss_averages_iterations_and_last_loss_reads_the_last():
+    x = batch()
+    labels = torch.tensor([0, 1, 1])
+    torch.manual_seed(3)
+    mean_model = trained_a_little(make("gru", "add", loss="mean"), x)
+    out = mean_model(*x)
+    per_t = torch.stack([torch.nn.functional.cross_entropy(lg, labels) for lg in out.logits])
+    torch.testing.assert_close(mean_model.loss(out, labels)["loss"], per_t.mean())
+    mean_model.loss_mode = "last"
+    torch.testing.assert_close(mean_model.loss(out, labels)["loss"], per_t[-1])
+
+
+def test_record_returns_per_iteration_maps_and_changes_no_logits():
+    x = batch()
+    model = trained_a_little(make("gru", "gain", layers=(1, 2)), x).eval()
+    with torch.no_grad():
+        plain = model(*x)
+        rec = model(*x, record=True)
+    torch.testing.assert_close(rec.logits, plain.logits, rtol=0, atol=1e-5)
+    maps = rec.maps
+    assert len(maps["attentions"]) == 3 and len(maps["attentions"][0]) == 2  # T x (layers 1, 2)
+    assert maps["attentions"][0][0].shape == (3, 2, 17, 17)  # [B, heads, N, N]
+    assert len(maps["low_attentions"]) == 1  # layer 0 runs once, below the first feedback layer
+    assert maps["feedback"][0] == {} and set(maps["feedback"][1]) == {1, 2}  # no feedback in sweep 1
+    assert maps["feedback"][1][1].shape == (3, 16)  # [B, patches]
+    assert len(maps["state_norm"]) == 3 and maps["state_norm"][0].shape == (3, 16)
+    torch.testing.assert_close(maps["attentions"][0][0].sum(-1), torch.ones(3, 2, 17))
+
+
+def test_mamba_and_xlstm_steps_equal_their_library_sequence_paths():
+    torch.manual_seed(0)
+    u = torch.randn(2, 6, 5, 8)  # [B, T, N, S]
+    for module in (MambaState(8, layers=2, state_size=4, expand=2, conv_kernel=3),
+                   XLSTMState(8, blocks=2, slstm_at=[1], heads=2, max_iterations=6)):
+        torch.testing.assert_close(module(u), module.scan(u), rtol=1e-4, atol=1e-5)
+    gru = GRUState(8)
+    ref = torch.nn.GRU(8, 8, batch_first=True)
+    ref.load_state_dict({k.replace("cell.", "").replace("_ih", "_ih_l0").replace("_hh", "_hh_l0"): v
+                         for k, v in gru.state_dict().items()})
+    expected = ref(u.permute(0, 2, 1, 3).reshape(10, 6, 8))[0].reshape(2, 5, 6, 8).permute(0, 2, 1, 3)
+    torch.testing.assert_close(gru(u), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_configurations_fail_naming_the_valid_options():
+    with pytest.raises(ValueError, match="unknown state module 'lstm'; valid: gru, mamba, xlstm, none"):
+        build_state("lstm", 8)
+    with pytest.raises(ValueError, match="unknown feedback mechanism 'mul'; valid: add, gain, tokens, xattn"):
+        make("gru", "mul")
+    with pytest.raises(ValueError, match=r"feedback layers \[3\] out of range; valid: a non-empty subset of 0..2"):
+        make("gru", "add", layers=(3,))
+    with pytest.raises(ValueError, match="unknown loss 'final'; valid: last, mean, progressive"):
+        make("gru", "add", loss="final")
+    vision, text = towers()
+    with pytest.raises(ValueError, match="iterations=3 needs a top_down module"):
+        CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, iterations=3)
+    model = make()
+    with pytest.raises(ValueError, match="needs question_ids and question_mask"):
+        model(*batch()[:4])
