@@ -1,9 +1,13 @@
-"""`make demo`: the stimulus suite at a glance -- a gallery per task and a small shortcut audit.
+"""`make demo`: the stimulus suite at a glance, a small shortcut audit, and the head-to-head
+comparison at its smallest size.
 
 Writes `outputs/demo/<task>_gallery.png` (one row per difficulty level), runs the three
 shortcut baselines on every task at its medium level with small sets, prints the table
-and draws `outputs/demo/shortcut_audit.png` (accuracy with 95% CI against chance).
-Minutes on a laptop CPU. The full audit is `python -m recurvlm.bench shortcuts`.
+and draws `outputs/demo/shortcut_audit.png` (accuracy with 95% CI against chance); then
+trains the feedforward CLIP-style baseline and the recurrent top-down variant (GRU state) on
+curve tracing (`python -m recurvlm.experiments.head_to_head scale=demo`), prints their table
+and writes `outputs/demo/head_to_head/*.png`. Minutes on a laptop CPU. The full audit is
+`python -m recurvlm.bench shortcuts`; the full comparison `... head_to_head scale=cpu|paper`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-train", type=int, default=1200)
     p.add_argument("--n-test", type=int, default=800)
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--no-train", action="store_true", help="galleries and the shortcut audit only")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +73,11 @@ def main(argv: list[str] | None = None) -> None:
             results.append(r)
             print(f"| {task} | {r.baseline} | {100 * r.accuracy:.1f} ± {100 * r.ci95:.1f} | {100 * r.chance:.1f} |", flush=True)
     print(f"\nwrote {audit_figure(results, out / 'shortcut_audit.png')}  ({time.perf_counter() - t0:.0f} s)")
+    if not args.no_train:
+        from .experiments import head_to_head
+
+        print("\nhead to head (scale=demo): feedforward baseline vs recurrent top-down variant on curve tracing")
+        head_to_head.main(["scale=demo", f"out={out / 'head_to_head'}"])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHES = ("stimuli", "shortcuts", "train")
+BENCHES = ("stimuli", "shortcuts", "train", "recurrent")
 
 
 def main(argv: list[str] | None = None) -> None:

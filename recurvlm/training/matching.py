@@ -45,11 +45,12 @@ class MatchingModule(L.LightningModule):
     def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
                  tokenizer_state: dict[str, Any] | None = None, eval_iterations: int | None = None,
-                 seed: int = 0) -> None:
+                 test_iterations: int | None = None, seed: int = 0) -> None:
         super().__init__()
         self.model = model
         # T at validation and test (any T for a recurrent model; None: the training T)
         self.eval_iterations, self.seed = eval_iterations, seed
+        self.test_iterations = test_iterations  # T at test (None: eval_iterations), e.g. 4x the training T
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model_config, self.tokenizer_state = model_config, tokenizer_state
         self.acc = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in ("train", "val", "test")})
@@ -91,7 +92,8 @@ class MatchingModule(L.LightningModule):
 
     def _step(self, batch: dict[str, Any], split: str) -> Tensor:
         recurrent = getattr(self.model, "recurrent", False)
-        out = self(batch, iterations=self.eval_iterations) if (split != "train" and recurrent) else self(batch)
+        iterations = self.test_iterations if (split == "test" and self.test_iterations) else self.eval_iterations
+        out = self(batch, iterations=iterations) if (split != "train" and recurrent) else self(batch)
         terms = self.model.loss(out, batch["label"])
         if split == "train" and recurrent and self.model.loss_mode == "progressive" and self.model.iterations > 1:
             prog = self(batch, progressive=self.progressive_split(self.model.iterations))

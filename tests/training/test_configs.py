@@ -28,8 +28,9 @@ def test_model_options_build_and_score_choices(train_cfg, option):
     net = build_model(cfg.model.net, tok)
     ids, mask = tok.encode(["are the two dots on the same curve? yes"] * 2, context_length=cfg.model.context_length)
     if not big:  # a forward pass of the B/16 config is a GPU job; building it checks the config
-        out = net(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), ids[None], mask[None], torch.ones(1, 2, dtype=torch.bool))
-        assert out.logits.shape == (1, 1, 2)
+        out = net(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), ids[None], mask[None], torch.ones(1, 2, dtype=torch.bool),
+                  ids[:1], mask[:1])
+        assert out.logits.shape == (cfg.model.net.get("iterations", 1), 1, 2)
 
 
 @pytest.mark.parametrize("option", GROUPS["task"])

@@ -72,3 +72,39 @@ def test_missing_and_foreign_checkpoints_fail_in_one_line(train_cfg, tmp_path):
         train(train_cfg(f"ckpt_path={evil}"))
     with pytest.raises(CheckpointError, match="ckpt_path=last: no checkpoints/last.ckpt under"):
         train(train_cfg("ckpt_path=last", "name=never-ran"))
+
+
+def test_recurrent_variant_trains_tests_at_4x_t_and_evaluates_at_any_t(train_cfg, compose_cfg, tmp_path):
+    cfg = train_cfg("model=recurrent_tiny", "model.net.iterations=2", "test_iterations=8",
+                    "model.net.top_down.state_dim=16", "model.net.loss=progressive")
+    metrics = train(cfg)
+    per_it = metrics["per_difficulty"]["maze/hard"]["per_iteration"]
+    assert len(per_it) == 8 and metrics["per_difficulty"]["maze/hard"]["accuracy"] == per_it[-1]
+    ckpt = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+    assert any(k.startswith("model.top_down.state.cell") for k in ckpt["state_dict"])
+    eval_out = tmp_path / "eval_rec"
+    eval_out.mkdir()
+    ecfg = compose_cfg("eval", [f"ckpt_path={cfg.paths.output_dir}/checkpoints/last.ckpt", "task=maze",
+                                   "iterations=3", "data.n_test=8", "trainer.enable_progress_bar=false"], eval_out)
+    em = evaluate(ecfg)
+    assert len(em["per_iteration"]) == 3 and em["n"] == 24
+    assert all(len(json.loads(line)["iterations"]) == 3
+               for line in (eval_out / "predictions.jsonl").read_text().splitlines())
+
+
+def test_head_to_head_writes_table_csv_and_figures(tmp_path):
+    from recurvlm.experiments import head_to_head
+
+    out = tmp_path / "h2h"
+    res = head_to_head.main(["scale=demo", f"out={out}", "+data.n_train=16", "+data.n_val=8", "+data.n_test=8",
+                             "+model.net.vision.width=32", "+model.net.vision.mlp_dim=64",
+                             "+model.net.text.width=32", "+model.net.embed_dim=32"])
+    rows = res["rows"]
+    rec = [r for r in rows if r["model"] == "recurrent_tiny" and r["level"] == "hard"]
+    assert sorted(r["iteration"] for r in rec) == list(range(1, 4 * rec[0]["train_iterations"] + 1))
+    ff = [r for r in rows if r["model"] == "clip_tiny"]
+    assert {r["iteration"] for r in ff} == {1} and {r["level"] for r in ff} == {"easy", "medium", "hard"}
+    for name in ("results.csv", "table.md", "accuracy_vs_difficulty.png", "accuracy_vs_iterations.png",
+                 "accuracy_vs_iterations.pdf"):
+        assert (out / name).stat().st_size > 0
+    assert "| curve_tracing | recurrent_tiny |" in (out / "table.md").read_text()

@@ -1,0 +1,256 @@
+"""Head-to-head: feedforward baseline vs parameter-matched feedforward control vs recurrent
+top-down variants (GRU, Mamba, xLSTM state) on curve tracing and maze, across difficulty and
+seeds, with a test-time iteration sweep (1 to 4x the training T).
+
+    python -m recurvlm.experiments.head_to_head                 # scale=cpu (about 30 min, 2 cores)
+    python -m recurvlm.experiments.head_to_head scale=demo      # minutes: what `make demo` runs
+    python -m recurvlm.experiments.head_to_head scale=paper trainer=gpu   # full size, one GPU
+
+Every run is a normal `recurvlm-train` run (composed in-process) under `<out>/logs/`; this
+script only reads back their `metrics.json`, then writes `<out>/results.csv` (one row per
+run x level x test iteration), `<out>/table.md` (mean and 95% CI over seeds) and two figures:
+`accuracy_vs_difficulty.png` and `accuracy_vs_iterations.png` (PNG and PDF). Models are
+trained on the easy and medium levels only; validation and test sets have their own fixed
+seeds and are never trained on, and nothing here is tuned on them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SCALES: dict[str, dict[str, Any]] = {
+    # `make demo`: one task, the baseline against the GRU variant, one seed: minutes
+    "demo": {"tasks": ["curve_tracing"], "models": ["clip_tiny", "recurrent_tiny"], "seeds": [0],
+             "overrides": ["data.n_train=1000", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=3"]},
+    # the CPU-sized comparison: about 30 minutes on 2 cores
+    "cpu": {"tasks": ["curve_tracing", "maze"],
+            "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_mamba", "recurrent_tiny_xlstm"],
+            "seeds": [0, 1, 2],
+            "overrides": ["data.n_train=400", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=2"]},
+    # full size (GPU): 20k training images per level, 30 epochs
+    "paper": {"tasks": ["curve_tracing", "maze"],
+              "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_mamba", "recurrent_tiny_xlstm"],
+              "seeds": [0, 1, 2],
+              "overrides": ["data.n_train=20000", "data.n_val=1000", "data.n_test=2000", "trainer.max_epochs=30",
+                            "data.num_workers=8", "data.batch_size=128"]},
+}
+EXTRAPOLATION = 4  # test at up to 4x the training T
+
+
+def parse(argv: list[str]) -> dict[str, Any]:
+    opts: dict[str, Any] = {"scale": "cpu", "out": None, "trainer": None, "extra": []}
+    for a in argv:
+        key, sep, value = a.partition("=")
+        if not sep:
+            raise SystemExit(f"head_to_head: argument {a!r} is not key=value; valid keys: scale, out, trainer, "
+                             "or any recurvlm-train override with a '+' prefix (e.g. +optim.optimizer.lr=3e-4)")
+        if key.startswith("+"):
+            opts["extra"].append(f"{key[1:]}={value}")
+        elif key in ("scale", "out", "trainer"):
+            opts[key] = value
+        else:
+            raise SystemExit(f"head_to_head: unknown key {key!r}; valid: scale, out, trainer, +<train override>")
+    if opts["scale"] not in SCALES:
+        raise SystemExit(f"head_to_head: scale={opts['scale']!r} is not valid; valid: {', '.join(SCALES)}")
+    opts["out"] = Path(opts["out"] or f"outputs/head_to_head/{opts['scale']}")
+    return opts
+
+
+def run_one(task: str, model: str, seed: int, overrides: list[str], out: Path) -> dict[str, Any]:
+    """Train (or reuse a finished run) and return its test metrics with the run's facts."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from ..config import CONFIG_DIR, register_resolvers
+    from ..models.cost import count_parameters, forward_flops
+    from ..train import build_model, train
+
+    run_dir = out / "runs" / f"{task}-{model}-s{seed}"
+    done = run_dir / "metrics.json"
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"task={task}", f"model={model}", f"seed={seed}", "logger=csv",
+                                          "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+                                          f"paths.log_dir={out / 'logs'}", *overrides])
+    iterations = int(cfg.model.net.get("iterations", 1))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        if cfg.model.net.get("top_down") is not None:
+            cfg.test_iterations = EXTRAPOLATION * iterations
+    if not done.is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        train(cfg)
+    metrics = json.loads(done.read_text())
+    from hydra.utils import instantiate
+
+    net = build_model(cfg.model.net, instantiate(cfg.model.tokenizer))
+    metrics["facts"] = {"params": count_parameters(net), "flops": forward_flops(net), "iterations": iterations}
+    return metrics
+
+
+def rows_of(task: str, model: str, seed: int, metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (level, test iteration); feedforward models have iteration 1 only."""
+    facts = metrics["facts"]
+    rows = []
+    for key, m in metrics["per_difficulty"].items():
+        level = key.split("/", 1)[1]
+        per_it = m.get("per_iteration") or [m["accuracy"]]
+        for t, acc in enumerate(per_it, start=1):
+            rows.append({"task": task, "model": model, "seed": seed, "level": level, "iteration": t,
+                         "train_iterations": facts["iterations"], "accuracy": acc, "n": m["n"],
+                         "params": facts["params"], "flops": facts["flops"]})
+    return rows
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval over seeds (0 for one seed)."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
+def at_train_t(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["iteration"] == r["train_iterations"]]
+
+
+def table(rows: list[dict[str, Any]], levels: list[str]) -> str:
+    main = at_train_t(rows)
+    tasks = sorted({r["task"] for r in main})
+    models = list(dict.fromkeys(r["model"] for r in main))
+    lines = ["| task | model | params | MFLOPs | " + " | ".join(levels) + " | hardest @ 4T |",
+             "|---|---|---:|---:|" + "---:|" * (len(levels) + 1)]
+    for task in tasks:
+        for model in models:
+            sel = [r for r in main if r["task"] == task and r["model"] == model]
+            if not sel:
+                continue
+            cells = []
+            for lv in levels:
+                accs = [r["accuracy"] for r in sel if r["level"] == lv]
+                m, ci = mean_ci(accs) if accs else (float("nan"), 0.0)
+                cells.append(f"{100 * m:.1f} ± {100 * ci:.1f}")
+            t_max = max(r["iteration"] for r in rows if r["task"] == task and r["model"] == model)
+            ext = [r["accuracy"] for r in rows if r["task"] == task and r["model"] == model
+                   and r["level"] == levels[-1] and r["iteration"] == t_max]
+            m, ci = mean_ci(ext)
+            lines.append(f"| {task} | {model} | {sel[0]['params']:,} | {sel[0]['flops'] / 1e6:.1f} | "
+                         + " | ".join(cells) + f" | {100 * m:.1f} ± {100 * ci:.1f} (T={t_max}) |")
+    n_seeds = len({r["seed"] for r in rows})
+    lines.append(f"\nAccuracy % on the test sets (mean ± 95% CI over {n_seeds} seed(s)); levels at the training T; "
+                 "last column: the hardest level at 4x the training T (feedforward: T=1).")
+    return "\n".join(lines)
+
+
+def figures(rows: list[dict[str, Any]], levels: list[str], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r["task"] for r in rows})
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    n_seeds = len({r["seed"] for r in rows})
+    written = []
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    main = at_train_t(rows)
+    for ax, task in zip(axes[0], tasks):
+        for model in models:
+            stats_ = [mean_ci([r["accuracy"] for r in main if r["task"] == task and r["model"] == model
+                               and r["level"] == lv]) for lv in levels]
+            if any(math.isnan(m) for m, _ in stats_):
+                continue
+            ax.errorbar(range(len(levels)), [100 * m for m, _ in stats_], yerr=[100 * c for _, c in stats_],
+                        marker="o", capsize=3, label=model)
+        ax.axhline(50, color="grey", ls=":", lw=1)
+        ax.set_xticks(range(len(levels)), levels)
+        ax.set_ylim(40, 102)
+        ax.set(title=task, xlabel="difficulty (trained on easy + medium)", ylabel="test accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Accuracy vs difficulty (mean ± 95% CI, {n_seeds} seed(s))")
+    fig.tight_layout()
+    written += _save(fig, out / "accuracy_vs_difficulty")
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    hardest = levels[-1]
+    for ax, task in zip(axes[0], tasks):
+        for model in models:
+            sel = [r for r in rows if r["task"] == task and r["model"] == model and r["level"] == hardest]
+            its = sorted({r["iteration"] for r in sel})
+            if len(its) == 1:  # feedforward: one sweep, drawn flat for reference
+                m, c = mean_ci([r["accuracy"] for r in sel])
+                ax.axhline(100 * m, ls="--", lw=1.2, label=f"{model} (T=1)", color=ax._get_lines.get_next_color())
+                continue
+            stats_ = [mean_ci([r["accuracy"] for r in sel if r["iteration"] == t]) for t in its]
+            line = ax.errorbar(its, [100 * m for m, _ in stats_], yerr=[100 * c for _, c in stats_], marker=".",
+                               capsize=2, label=model)
+            ax.axvline(sel[0]["train_iterations"], color=line[0].get_color(), ls=":", lw=0.8)
+        ax.axhline(50, color="grey", ls=":", lw=1)
+        ax.set_ylim(40, 102)
+        ax.set(title=f"{task}, {hardest}", xlabel="test-time iterations T (dotted: training T)",
+               ylabel="test accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"Test-time iterations, hardest level (mean ± 95% CI, {n_seeds} seed(s))")
+    fig.tight_layout()
+    written += _save(fig, out / "accuracy_vs_iterations")
+    return written
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    opts = parse(sys.argv[1:] if argv is None else argv)
+    scale, out = SCALES[opts["scale"]], opts["out"]
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = list(scale["overrides"]) + ([f"trainer={opts['trainer']}"] if opts["trainer"] else []) + opts["extra"]
+    rows: list[dict[str, Any]] = []
+    levels: list[str] = []
+    t0 = time.perf_counter()
+    for task in scale["tasks"]:
+        for model in scale["models"]:
+            for seed in scale["seeds"]:
+                t1 = time.perf_counter()
+                metrics = run_one(task, model, seed, overrides, out)
+                rows += rows_of(task, model, seed, metrics)
+                if not levels:
+                    from ..data.stimuli import get_task
+
+                    order = list(get_task(task).levels)
+                    levels = sorted((k.split("/", 1)[1] for k in metrics["per_difficulty"]), key=order.index)
+                print(f"[head_to_head] {task} {model} seed {seed}: accuracy {metrics['accuracy']:.3f} "
+                      f"({time.perf_counter() - t1:.0f} s)", flush=True)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    text = table(rows, levels)
+    cmd = "python -m recurvlm.experiments.head_to_head " + " ".join(sys.argv[1:] if argv is None else argv)
+    (out / "table.md").write_text(f"# head to head (scale={opts['scale']})\n\n`{cmd.strip()}`\n\n{text}\n")
+    written = figures(rows, levels, out)
+    print(text)
+    print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, " + ", ".join(str(p) for p in written if p.suffix == ".png"))
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    return {"rows": rows, "table": text, "out": out}
+
+
+if __name__ == "__main__":
+    main()
