@@ -163,7 +163,7 @@ def figures(rows: list[dict[str, Any]], levels: list[str], out: Path) -> list[Pa
     n_seeds = len({r["seed"] for r in rows})
     written = []
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(6.5, 5 * len(tasks)), 4.3), squeeze=False)
     main = at_train_t(rows)
     for ax, task in zip(axes[0], tasks):
         for model in models:
@@ -178,11 +178,11 @@ def figures(rows: list[dict[str, Any]], levels: list[str], out: Path) -> list[Pa
         ax.set_ylim(40, 102)
         ax.set(title=task, xlabel="difficulty (trained on easy + medium)", ylabel="test accuracy (%)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Accuracy vs difficulty (mean ± 95% CI, {n_seeds} seed(s))")
+    fig.suptitle(f"Accuracy vs difficulty (mean ± 95% CI, {n_seeds} seed(s))", fontsize=10)
     fig.tight_layout()
     written += _save(fig, out / "accuracy_vs_difficulty")
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(6.5, 5 * len(tasks)), 4.3), squeeze=False)
     hardest = levels[-1]
     for ax, task in zip(axes[0], tasks):
         for model in models:
@@ -201,7 +201,7 @@ def figures(rows: list[dict[str, Any]], levels: list[str], out: Path) -> list[Pa
         ax.set(title=f"{task}, {hardest}", xlabel="test-time iterations T (dotted: training T)",
                ylabel="test accuracy (%)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Test-time iterations, hardest level (mean ± 95% CI, {n_seeds} seed(s))")
+    fig.suptitle(f"Test-time iterations, hardest level (mean ± 95% CI, {n_seeds} seed(s))", fontsize=10)
     fig.tight_layout()
     written += _save(fig, out / "accuracy_vs_iterations")
     return written
