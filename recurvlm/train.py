@@ -73,7 +73,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = MatchingModule(model=net, optimizer=instantiate(cfg.optim.optimizer), scheduler=scheduler,
                             model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length},
                             tokenizer_state=tokenizer.to_dict(), eval_iterations=cfg.get("eval_iterations"),
-                            test_iterations=cfg.get("test_iterations"), seed=cfg.seed)
+                            test_iterations=cfg.get("test_iterations"), seed=cfg.seed,
+                            lr_mult=to_plain(cfg.model.lr_mult) if cfg.model.get("lr_mult") else {})
     trainer: L.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=build_callbacks(cfg))
 
     ckpt_path = resolve_ckpt_path(cfg)

@@ -9,7 +9,8 @@ numbers are right under DDP). Test steps also keep one record per item for
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import lightning as L
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 FAMILY = "clip"
+log = logging.getLogger(__name__)
 
 
 def _key(name: str) -> str:
@@ -25,14 +27,61 @@ def _key(name: str) -> str:
     return name.replace(".", "·")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay matrices only; biases, norms, embeddings' scales and logit scale/bias are not decayed."""
-    decay, no_decay = [], []
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
+                 lr_mult: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Optimizer groups: matrices decay; biases, norms, embeddings and logit scale/bias do not.
+
+    lr_mult maps parameter-name prefixes (a module path such as "text_model" or
+    "vision_model.encoder.layers.0") to a factor on `lr`; the longest matching prefix wins, and
+    a factor of 0 freezes those parameters (requires_grad=False, left out of the optimizer).
+    A prefix that matches no parameter is an error naming the model's top-level parts.
+    """
+    lr_mult = dict(lr_mult or {})
+    names = [n for n, _ in model.named_parameters()]
+    for prefix, factor in lr_mult.items():
+        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+            parts = sorted({n.split(".")[0] for n in names})
+            raise KeyError(f"lr_mult: {prefix!r} names no parameters of {type(model).__name__}; "
+                           f"top-level parts: {', '.join(parts)}")
+        if not (isinstance(factor, (int, float)) and factor >= 0):
+            raise ValueError(f"lr_mult.{prefix}={factor!r}; valid: a number >= 0 (0 freezes)")
+    if lr_mult and lr is None:
+        raise ValueError("lr_mult needs the optimizer's lr")
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
+        matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
+        factor = float(lr_mult[max(matches, key=len)]) if matches else 1.0
+        if factor == 0.0:
+            p.requires_grad_(False)
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decay = p.ndim >= 2 and "embedding" not in name
+        groups.setdefault((factor, decay), []).append(p)
+    out = []
+    for (factor, decay), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])):
+        group: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decay else 0.0}
+        if lr is not None and factor != 1.0:
+            group["lr"] = lr * factor
+        out.append(group)
+    return out
+
+
+def parts_table(model: nn.Module, lr: float | None = None, lr_mult: Mapping[str, float] | None = None) -> str:
+    """A markdown table of the model's parts (top-level modules, and any lr_mult prefix):
+    parameters, trainable parameters and learning rate."""
+    lr_mult = dict(lr_mult or {})
+    rows: dict[str, list[Any]] = {}
+    for name, p in model.named_parameters():
+        matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
+        part = max(matches, key=len) if matches else name.split(".")[0]
+        row = rows.setdefault(part, [0, 0, lr_mult.get(part, 1.0)])
+        row[0] += p.numel()
+        row[1] += p.numel() if p.requires_grad else 0
+    lines = ["| part | params | trainable | lr |", "|---|---:|---:|---:|"]
+    for part, (n, t, f) in rows.items():
+        rate = "frozen" if t == 0 else (f"{lr * f:.3g}" if lr is not None else f"x{f:g}")
+        lines.append(f"| {part} | {n:,} | {t:,} | {rate} |")
+    return "\n".join(lines)
 
 
 class MatchingModule(L.LightningModule):
@@ -45,7 +94,8 @@ class MatchingModule(L.LightningModule):
     def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
                  tokenizer_state: dict[str, Any] | None = None, eval_iterations: int | None = None,
-                 test_iterations: int | None = None, seed: int = 0) -> None:
+                 test_iterations: int | None = None, seed: int = 0,
+                 lr_mult: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self.model = model
         # T at validation and test (any T for a recurrent model; None: the training T)
@@ -53,6 +103,7 @@ class MatchingModule(L.LightningModule):
         self.test_iterations = test_iterations  # T at test (None: eval_iterations), e.g. 4x the training T
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model_config, self.tokenizer_state = model_config, tokenizer_state
+        self.lr_mult = dict(lr_mult or {})  # name prefix -> factor on lr (0 freezes); see param_groups
         self.acc = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in ("train", "val", "test")})
         self.group_acc = nn.ModuleDict()
         self.group_names: dict[str, str] = {}
@@ -163,8 +214,10 @@ class MatchingModule(L.LightningModule):
     # --- optimisation and checkpoints -----------------------------------------------
 
     def configure_optimizers(self):
-        wd = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        opt = self.optimizer_factory(params=param_groups(self.model, wd))
+        kw = getattr(self.optimizer_factory, "keywords", {})
+        wd, lr = kw.get("weight_decay", 0.0), kw.get("lr")
+        opt = self.optimizer_factory(params=param_groups(self.model, wd, lr, self.lr_mult))
+        log.info("parts:\n%s", parts_table(self.model, lr, self.lr_mult))
         if self.scheduler_factory is None:
             return opt
         kwargs = {}

@@ -108,3 +108,12 @@ def test_head_to_head_writes_table_csv_and_figures(tmp_path):
                  "accuracy_vs_iterations.pdf"):
         assert (out / name).stat().st_size > 0
     assert "| curve_tracing | recurrent_tiny |" in (out / "table.md").read_text()
+
+
+def test_baseline_beats_chance_on_the_sanity_setting(train_cfg):
+    """experiment=sanity (one large X or plus sign: "How many Xs are there?", 0 or 1) with the
+    default clip_tiny config: the late-fusion pipeline must learn it, not sit at chance."""
+    cfg = train_cfg("experiment=sanity", "trainer.max_epochs=3", "logger=none", "trainer.enable_progress_bar=false",
+                    "callbacks.progress_bar=null", tiny=False)
+    metrics = train(cfg)
+    assert metrics["accuracy"] >= 0.9, metrics
