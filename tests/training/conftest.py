@@ -47,3 +47,9 @@ def train_cfg(tmp_path):
 def compose_cfg():
     """`compose_cfg(name, overrides, output_dir)`: any config of conf/, output in `output_dir`."""
     return compose_config
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """The tiny CPU overrides, for runs launched on the command line."""
+    return list(TINY)

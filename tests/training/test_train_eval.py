@@ -117,3 +117,23 @@ def test_baseline_beats_chance_on_the_sanity_setting(train_cfg):
                     "callbacks.progress_bar=null", tiny=False)
     metrics = train(cfg)
     assert metrics["accuracy"] >= 0.9, metrics
+
+
+@pytest.mark.slow
+def test_multirun_sweep_lays_out_one_dir_per_job(tmp_path, tiny_overrides):
+    """`recurvlm-train -m seed=0,1`: one process, one job dir per point, each with its outputs."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "recurvlm.train", "-m", "seed=0,1", "name=sweep", f"paths.log_dir={tmp_path}",
+           "task=counting", "logger=csv", *tiny_overrides]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sweeps = list((tmp_path / "sweep" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1"]
+    for job, seed in (("0", 0), ("1", 1)):
+        d = sweeps[0] / job
+        assert (d / "checkpoints" / "last.ckpt").is_file() and json.loads((d / "metrics.json").read_text())["n"] > 0
+        assert f"seed: {seed}" in (d / ".hydra" / "config.yaml").read_text()
