@@ -323,10 +323,12 @@ class VisionTransformer(nn.Module):
         return self.pre_layrnorm(x) if self.pre_layrnorm is not None else x
 
     def run_layers(self, x: Tensor, start: int, stop: int, *, layer_hook: LayerHook | None = None,
-                   return_attention: bool = False, return_hidden: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+                   return_attention: bool = False, return_hidden: bool = False,
+                   outputs: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Blocks start..stop-1 on the stream x [B, N, D]; the hook may replace the stream before
         each block, keeping its shape or appending tokens after the first N (feedback tokens,
-        dropped again by `finish`). Returns (x, streams read by each block, attention maps)."""
+        dropped again by `finish`). Returns (x, streams read by each block, attention maps);
+        `outputs`, if given, receives each block's output stream (before any hook acts on it)."""
         hidden: list[Tensor] = []
         attentions: list[Tensor] = []
         for i in range(start, stop):
@@ -341,6 +343,8 @@ class VisionTransformer(nn.Module):
             if return_hidden:
                 hidden.append(x)
             x, weights = self.encoder.layers[i](x, return_attention=return_attention)
+            if outputs is not None:
+                outputs.append(x)
             if weights is not None:
                 attentions.append(weights)
         return x, hidden, attentions

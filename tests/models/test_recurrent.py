@@ -181,3 +181,60 @@ def test_bad_configurations_fail_naming_the_valid_options():
     model = make()
     with pytest.raises(ValueError, match="needs question_ids and question_mask"):
         model(*batch()[:4])
+
+
+# --- the features API (CLIPPair.features): per-block, per-iteration patch tokens ---
+
+
+def test_feedforward_features_are_hf_style_hidden_states():
+    base = baseline_of(make()).eval()
+    images = batch()[0]
+    feats = base.features(images)
+    with torch.no_grad():
+        v = base.vision_model(base.preprocess(images), return_hidden=True)
+        emb = base.encode_image(images)
+    assert feats.tokens.shape == (1, 3, 3, 16, 16) and feats.grid_size == (4, 4) and feats.state is None
+    for block in range(3):  # after block i = the stream block i + 1 reads (hidden_states[i + 1])
+        torch.testing.assert_close(feats.layer(block)[0], v.hidden_states[block + 1][:, 1:], rtol=0, atol=0)
+    torch.testing.assert_close(feats.image_embeds[0], emb)
+    grid = feats.grid()  # [T, L, B, D, H, W]: token (r, c) at row-major position r * W + c
+    assert grid.shape == (1, 3, 3, 16, 4, 4)
+    torch.testing.assert_close(grid[0, 2, 1, :, 2, 3], feats.tokens[0, 2, 1, 2 * 4 + 3])
+
+
+@pytest.mark.parametrize("mechanism", ["add", "tokens"])
+def test_recurrent_features_follow_the_loop(mechanism):
+    model = make("gru", mechanism, layers=(1,), iterations=3)
+    x = batch()
+    base = baseline_of(model).eval()
+    ff = base.features(x[0])
+    trained_a_little(model)  # non-zero feedback and readout
+    model.eval()
+    feats = model.features(x[0], x[4], x[5], iterations=4)
+    assert feats.tokens.shape == (4, 3, 3, 16, 16) and feats.state.shape == (4, 3, 16, 8)
+    # sweep 1 has no feedback: the feedforward features
+    torch.testing.assert_close(feats.tokens[0], ff.tokens[0], rtol=0, atol=1e-6)
+    # block 0 sits below the first feedback layer: the same at every sweep
+    torch.testing.assert_close(feats.layer(0), ff.layer(0).expand(4, -1, -1, -1), rtol=0, atol=0)
+    # from sweep 2 the feedback changes the blocks it enters
+    assert (feats.layer(1)[1] - feats.layer(1)[0]).abs().max() > 1e-4
+    # the same loop as forward: its final state and per-sweep image embeddings
+    with torch.no_grad():
+        out = model(*x, iterations=4)
+    torch.testing.assert_close(feats.state[-1], out.state, rtol=0, atol=1e-6)
+    torch.testing.assert_close(feats.image_embeds, out.image_embeds, rtol=0, atol=1e-6)
+
+
+def test_layer_selection_and_bad_requests_fail_naming_the_valid_ones():
+    model = make().eval()
+    x = batch()
+    feats = model.features(x[0], x[4], x[5], layers=[-1, 0])
+    assert feats.layers == (2, 0) and feats.tokens.shape[1] == 2
+    with pytest.raises(ValueError, match=r"layers=\[3\]: valid blocks are 0..2"):
+        model.features(x[0], x[4], x[5], layers=[3])
+    with pytest.raises(KeyError, match=r"block 1 was not kept; kept: \[2, 0\]"):
+        feats.layer(1)
+    with pytest.raises(ValueError, match="needs question_ids"):
+        model.features(x[0])
+    with pytest.raises(ValueError, match="feedforward model runs one iteration"):
+        baseline_of(model).features(x[0], iterations=2)
