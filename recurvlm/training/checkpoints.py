@@ -62,3 +62,21 @@ def find_last(log_dir: str | os.PathLike, name: str) -> Path:
     if not found:
         raise CheckpointError(f"ckpt_path=last: no checkpoints/last.ckpt under {runs}")
     return found[-1]
+
+
+def load_model(path: str | os.PathLike, *, family: str = "clip") -> tuple[nn.Module, Any, int]:
+    """(network in eval mode, its tokenizer, its context length) from a training checkpoint,
+    without Lightning: what analysis uses. Fails in one line if the weights do not fit."""
+    from hydra.utils import instantiate
+
+    from ..models.tokenizer import tokenizer_from_dict
+
+    ckpt = load_checkpoint(path, family=family)
+    meta = ckpt["recurvlm"]
+    net = instantiate(meta["model_config"]["net"])
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    why = mismatch(net.state_dict(), state)
+    if why:
+        raise CheckpointError(f"{path} does not fit its own model config: {why}")
+    net.load_state_dict(state, strict=True)
+    return net.eval(), tokenizer_from_dict(meta["tokenizer"]), int(meta["model_config"]["context_length"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 from pathlib import Path
 
@@ -137,3 +139,32 @@ def test_multirun_sweep_lays_out_one_dir_per_job(tmp_path, tiny_overrides):
         d = sweeps[0] / job
         assert (d / "checkpoints" / "last.ckpt").is_file() and json.loads((d / "metrics.json").read_text())["n"] > 0
         assert f"seed: {seed}" in (d / ".hydra" / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
+    """analysis/probes.py on a feedforward and a recurrent checkpoint: one row per (block,
+    iteration), a figure; at an untrained recurrent model's zero feedback, every iteration
+    decodes exactly as well as the first."""
+    ckpts = []
+    for model in ("clip_tiny", "recurrent_tiny"):
+        cfg = train_cfg("task=figure_ground", f"model={model}", "test=false", "logger=none")
+        train(cfg)
+        ckpts.append(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    spec = importlib.util.spec_from_file_location("probes_script", Path(__file__).resolve().parents[2] / "analysis" / "probes.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main([*sum((["--ckpt", str(c)] for c in ckpts), []), "--label", "ff", "--label", "rec",
+                 "--task", "figure_ground", "--target", "figure", "--n-train", "12", "--n-test", "8",
+                 "--iterations", "3", "--out", str(tmp_path / "out")])
+    rows = list(csv.DictReader(open(tmp_path / "out" / "probes.csv")))
+    ff = [r for r in rows if r["model"] == "ff"]
+    rec = [r for r in rows if r["model"] == "rec"]
+    assert len(ff) == 2 and len(rec) == 2 * 3  # blocks x iterations (tiny models have 2 blocks)
+    for block in ("0", "1"):
+        accs = {r["test_acc"] for r in rec if r["block"] == block}
+        assert len(accs) == 1, accs  # zero feedback: the same features at every iteration
+    assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
+    assert (tmp_path / "out" / "probes.png").stat().st_size > 1000 and (tmp_path / "out" / "probes.pdf").is_file()
+    with pytest.raises(SystemExit, match="probes: checkpoint not found"):
+        script.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--task", "maze", "--target", "path"])

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Sample, Task, as_dict, quantize
-from .render import draw_disc, to_uint8
+from .base import GEOMETRY_QUANTUM, Sample, Task, as_dict, quantize
+from .render import disc_alpha, paint, to_uint8
 
 QUESTION = "Are the two dots on the same curve?"
 CHOICES = ("no", "yes")
@@ -58,7 +58,7 @@ SELF_ARC = 2.0  # parts of one curve further apart along it than SELF_ARC cleara
 ALPHA_LEVELS = 4095  # stroke coverage is quantised to this many levels before compositing
 MEMBER_ALPHA = 0.25  # a pixel belongs to a curve (maps) where its coverage is at least this
 MAIN_BATCH = 16  # main-curve configurations drawn at once
-PAIR_CHUNK = 2  # of which this many at a time go through the costly crossing rule
+MAIN_CHUNK = 4  # of which this many at a time are laid out and checked (most draws are settled by the first few)
 MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
 MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
 
@@ -126,25 +126,28 @@ class _Geo:
     close: float  # strokes closer than this must meet at an angle
     d_min: float  # smallest marker distance
     margin: float  # every vertex stays this far inside the image
-    frac: np.ndarray  # [sub] dense samples along a segment (spacing <= 1 px), for the occupancy grid
-    seg_of_pt: np.ndarray  # [P] segment of each dense point
-    frac_pair: np.ndarray  # [sub'] samples along a segment (spacing <= 2 px) for the exact main-curve rules
+    at_pair: tuple  # `_along` [P'] of samples along a curve (spacing <= 2 px) for the exact main-curve rules
     seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
     end_rule: np.ndarray  # [4, 2, 1] squared clearances of the ends of S1, P, Q, S2 from the partner walk
-    frac_self: np.ndarray  # [sub''] samples along a segment for the self rule (spacing < 2 c_end)
+    at_self: tuple  # `_along` [P''] of samples along a curve for the self rule (spacing < 2 c_end)
     self_far: np.ndarray  # [P'', n] sample and segment far apart along the curve
     start_far: np.ndarray  # [n] segments far from the start along the curve
     end_far: np.ndarray  # [n] segments far from the end
     free_turn: float  # heading range (radians) under which the self rules hold by themselves
     pad: int  # padding of the occupancy grid
     grid: int  # side of the occupancy grid
-    off_close: np.ndarray  # flat grid offsets of a disc of radius `close`
-    off_mark: np.ndarray  # flat grid offsets of the no-go disc around a marker candidate
-    off_free_end: np.ndarray  # flat grid offsets of the no-go disc around S2's free end
-    off_end: np.ndarray  # flat grid offsets of the no-go disc around a distractor's end (as for S2's free end)
-    off_cross: np.ndarray  # flat grid offsets of a pixel and its 4-neighbours
+    look_at: tuple  # `_along` [L] of the grid lookups of a curve: its P dense points, then its ends 5 times each
+    look_code: np.ndarray  # [L] their direction-code column: the segment, n at the ends (they clash with any stroke)
+    look_off: np.ndarray  # [L] flat grid offset added to its pixel: the padding, plus the 4-neighbours at the ends
+    mark_pt: np.ndarray  # [M] looked-up point of each grid entry a placed distractor sets ...
+    mark_off: np.ndarray  # [M] ... its flat offset: a `close` disc around every dense point, no-go discs at the ends
+    mark_seg: np.ndarray  # [M] ... and its segment (n at the no-go discs: they set FORBIDDEN)
+    main_pt: np.ndarray  # [M'] the same for S1 and S2 (points into both rows of their lookups, flattened) ...
+    main_off: np.ndarray  # [M'] ... with no-go discs around A, B1, E2 and S2's free end
+    main_seg: np.ndarray  # [M'] ... (segments into both rows of their codes, flattened)
     win: int  # render window side per segment
-    win_xy: np.ndarray  # [W * W] complex pixel offsets of a render window
+    win_x: np.ndarray  # [W * W] pixel x offsets of a render window
+    win_y: np.ndarray  # [W * W] pixel y offsets of a render window
     win_flat: np.ndarray  # [W * W] flat canvas offsets of a render window
     difficulty: dict  # as_dict of the difficulty
 
@@ -161,6 +164,14 @@ def _disc_offsets(radius: float, grid: int) -> np.ndarray:
 
 def _samples(n: int, sub: int) -> np.ndarray:
     return np.minimum(np.arange(n * sub + 1) // sub, n - 1)
+
+
+def _along(n: int, sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Samples along a curve of n segments for `_dense`: `sub` per segment at fractions k / sub,
+    then the last vertex as the end (fraction 1) of the last segment -> the index of the
+    segment's first and second vertex and the fraction, [n * sub + 1] each."""
+    seg = _samples(n, sub)
+    return seg, seg + 1, np.append(np.tile(np.arange(sub) / sub, n), 1.0)
 
 
 def _geometry(d: CurveTracingDifficulty) -> _Geo:
@@ -187,21 +198,41 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     canvas = d.image_size + 2 * win
     wy, wx = np.divmod(np.arange(win * win), win)
     slack = 0.5 + 2 * math.sqrt(0.5)  # dense points lie <= 0.5 px off the curve; points and centres get rounded
+    off_close, off_mark = _disc_offsets(close, grid), _disc_offsets(c_mark + slack, grid)
+    off_free_end = off_end = _disc_offsets(c_end + slack, grid)
+    off_cross = np.array([0, 1, -1, grid, -grid])
+    # Grid lookups of a curve: its P dense points (spacing <= 1 px), then the two ends and their 4-neighbours.
+    seg_of_pt, _, frac = _along(n, sub)
+    P = len(seg_of_pt)
+    ends = np.repeat([0, P - 1], len(off_cross))
+    look_pt = np.concatenate([np.arange(P), ends])
+    look_code = np.concatenate([seg_of_pt, np.full(len(ends), n)])
+    look_off = np.concatenate([np.zeros(P, np.int64), off_cross, off_cross]) + pad * (grid + 1)
+    L = len(look_pt)
+    # Grid entries of a placed curve: `close` discs with the direction bit of the point's segment,
+    # no-go discs (FORBIDDEN, "segment" n) around the two ends.
+    def entries(pts, offs, segs):
+        return (np.concatenate([np.repeat(p, len(o)) for p, o in zip(pts, offs)]),
+                np.concatenate([np.tile(o, len(p)) for p, o in zip(pts, offs)]),
+                np.concatenate([np.repeat(q, len(o)) for q, o in zip(segs, offs)]))
+    dense = np.arange(P)
+    mark = entries([dense, [0, P - 1]], [off_close, off_end], [seg_of_pt, [n, n]])
+    main = entries([dense, L + dense, [0, P - 1, L], [L + P - 1]], [off_close, off_close, off_mark, off_free_end],
+                   [seg_of_pt, n + 1 + seg_of_pt, [n] * 3, [n]])
     g = _Geo(
         size=d.image_size, n=n, seg=seg, turn=math.radians(d.max_turn), r_stroke=r_stroke, r_marker=r_marker,
         c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_marker + 1.0,
-        frac=np.arange(sub) / sub, seg_of_pt=_samples(n, sub), frac_pair=np.arange(sub_pair) / sub_pair,
-        seg_of_pair_pt=_samples(n, sub_pair),
+        at_pair=_along(n, sub_pair), seg_of_pair_pt=_samples(n, sub_pair),
         end_rule=np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[..., None] ** 2,
-        frac_self=np.arange(sub_self) / sub_self, self_far=gap >= SELF_ARC * c_end, start_far=seg * j >= SELF_ARC * c_mark,
+        at_self=_along(n, sub_self), self_far=gap >= SELF_ARC * c_end, start_far=seg * j >= SELF_ARC * c_mark,
         end_far=seg * (n - 1 - j) >= SELF_ARC * c_mark,
         # All headings within a window w: parts `SELF_ARC * c` apart along the curve are at
         # least SELF_ARC * c * cos(w / 2) apart in the plane, so cos(w / 2) > 1 / SELF_ARC suffices.
         free_turn=2.0 * math.acos(1.0 / SELF_ARC + 0.01), pad=pad, grid=grid,
-        off_close=_disc_offsets(close, grid), off_mark=_disc_offsets(c_mark + slack, grid),
-        off_free_end=_disc_offsets(c_end + slack, grid), off_end=_disc_offsets(c_end + slack, grid),
-        off_cross=np.array([0, 1, -1, grid, -grid]),
-        win=win, win_xy=wx + 1j * wy, win_flat=wy * canvas + wx, difficulty=as_dict(d),
+        look_at=tuple(a[look_pt] for a in _along(n, sub)), look_code=look_code, look_off=look_off.astype(np.float64),
+        mark_pt=mark[0], mark_off=mark[1], mark_seg=mark[2], main_pt=main[0], main_off=main[1], main_seg=main[2],
+        win=win, win_x=wx.astype(np.float64), win_y=wy.astype(np.float64), win_flat=wy * canvas + wx,
+        difficulty=as_dict(d),
     )
     _GEO_CACHE[d] = g
     return g
@@ -209,9 +240,17 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
 
 def _vertices(h: np.ndarray, seg: float) -> np.ndarray:
     """Walks from 0 with segment headings h [..., n] -> complex vertices [..., n + 1] (exact sums)."""
-    steps = quantize((seg * np.exp(1j * h)).view(np.float64)).view(np.complex128)
-    v = np.zeros(h.shape[:-1] + (h.shape[-1] + 1,), np.complex128)
-    np.cumsum(steps, axis=-1, out=v[..., 1:])
+    z = np.empty(h.shape, np.complex128)
+    z.real, z.imag = 0.0, h
+    np.exp(z, out=z)
+    x = z.view(np.float64)  # the steps, quantised in place: (seg * exp(ih)) / GEOMETRY_QUANTUM, rounded, rescaled
+    x *= seg
+    x /= GEOMETRY_QUANTUM
+    np.rint(x, out=x)
+    x *= GEOMETRY_QUANTUM
+    v = np.empty(h.shape[:-1] + (h.shape[-1] + 1,), np.complex128)
+    v[..., 0] = 0.0
+    np.cumsum(z, axis=-1, out=v[..., 1:])
     return v
 
 
@@ -220,13 +259,14 @@ def _turn_range(h: np.ndarray) -> np.ndarray:
 
 
 def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> tuple:
-    """One draw of B main configurations and m distractor candidates, as walks from 0.
+    """One draw of B main configurations and m distractor candidates, as headings.
 
     A configuration is four walks [S1, P, Q, S2]: S1 and P leave A = 0 with one heading; Q
     leaves B1 = end(S1) with S1's last heading reversed, S2 leaves E2 = end(P) with P's last
-    heading reversed; walk i is paired with walk 3 - i. Returns the configurations' vertices
-    [B, 4, n + 1], headings [B, 4, n] and placement draws [B, 2], then the same for the
-    candidates: [m, n + 1], [m, n], [m, 2].
+    heading reversed; walk i is paired with walk 3 - i. Returns the configurations' segment
+    headings [B, 4, n] and placement draws [B, 2], then the same for the candidates: [m, n],
+    [m, 2]. Walks are laid out (`_configurations`, `_vertices`) only where they get looked at:
+    most draws are settled by their first few.
     """
     n = g.n
     h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
@@ -239,10 +279,14 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> tuple:
     hm[:, :2] += h0[:B, None, None]
     hm[:, 2:] += (hm[:, :2, -1] + math.pi)[..., None]
     h[4 * B :] += h0[B:, None]
+    return hm, unit[:B], h[4 * B :], unit[B:]
+
+
+def _configurations(h: np.ndarray, g: _Geo) -> np.ndarray:
+    """Vertices [K, 4, n + 1] of configurations with headings h [K, 4, n] (see `_draw`)."""
     v = _vertices(h, g.seg)
-    vm = v[: 4 * B].reshape(B, 4, n + 1)
-    vm[:, 2:] += vm[:, :2, -1:]
-    return vm, hm, unit[:B], v[4 * B :], h[4 * B :], unit[B:]
+    v[:, 2:] += v[:, :2, -1:]  # Q leaves B1, S2 leaves E2
+    return v
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -256,38 +300,41 @@ def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
     return e.real * e.real + e.imag * e.imag
 
 
-def _dense(v: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """Points at fractions `frac` [sub] of every segment of polylines v [..., n + 1], then the
-    last vertex -> [..., n * sub + 1]."""
-    p = np.empty(v.shape[:-1] + (v.shape[-1] - 1, len(frac)), np.complex128)
-    p[...] = v[..., :-1, None] + frac * (v[..., 1:, None] - v[..., :-1, None])
-    return np.concatenate([p.reshape(v.shape[:-1] + (-1,)), v[..., -1:]], axis=-1)
+def _dense(v: np.ndarray, at: tuple) -> np.ndarray:
+    """Points a + f (b - a) along polylines v [..., n + 1], where `at` = (index of a, index of b,
+    f) [P] comes from `_along` -> [...,  P]. Works alike on real arrays [..., n + 1, 2] of (x, y)."""
+    i, j, f = at
+    if v.dtype == np.complex128:
+        a = v[..., i]
+        return a + f * (v[..., j] - a)
+    a = v[..., i, :]
+    return a + f[:, None] * (v[..., j, :] - a)
 
 
 def _self_bad(v: np.ndarray, g: _Geo) -> np.ndarray:
     """Curves v [k, n + 1] that come close to themselves: parts far apart along the curve
     nearer than `c_end`, or an end nearer than `c_mark` to its curve beyond the end -> [k]."""
-    d2 = _pts_segs_d2(_dense(v, g.frac_self), v)  # [k, P'', n]
+    d2 = _pts_segs_d2(_dense(v, g.at_self), v)  # [k, P'', n]
     return (((d2 < g.c_end ** 2) & g.self_far).any(axis=(1, 2))
             | ((d2[:, 0] < g.c_mark ** 2) & g.start_far).any(-1) | ((d2[:, -1] < g.c_mark ** 2) & g.end_far).any(-1))
 
 
 def _extent(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per leading index, the smallest and largest (x, y) over all vertices -> [k, 2] each."""
-    xy = np.ascontiguousarray(v.reshape(len(v), -1).view(np.float64).reshape(len(v), -1, 2).transpose(0, 2, 1))
-    return xy.min(-1), xy.max(-1)  # (reducing a contiguous last axis is much faster)
+    """Per leading index, the smallest and largest (x, y) over all vertices of v [k, ...] -> [k, 2] each."""
+    xy = v.reshape(len(v), -1).view(np.float64).reshape(len(v), -1, 2)
+    return np.minimum.reduce(xy, axis=1), np.maximum.reduce(xy, axis=1)
 
 
-def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> complex:
-    """Quantised translation, uniform in the range keeping every vertex `margin` inside."""
+def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> np.ndarray:
+    """Quantised translations (x, y), uniform in the range keeping every vertex `margin` inside
+    (leading axes broadcast); lo, hi are the walks' extents."""
     lo, hi = g.margin - lo, g.size - 1 - g.margin - hi
-    t = quantize(lo + unit * (hi - lo))
-    return complex(t[0], t[1])
+    return quantize(lo + unit * (hi - lo))
 
 
 def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
     """Main curves S1 (from A) and S2 (from E2) placed in the image, their segment headings,
-    and the m distractor candidates drawn with them (see `_draw`).
+    and the headings and placement draws of the m distractor candidates drawn with them (see `_draw`).
 
     Four walks per configuration, [S1, P, Q, S2] (see `_draw`); P and Q are phantoms,
     never drawn. Every rule is applied alike to the pair (S1, S2) and to the pair (P, Q), so
@@ -298,42 +345,40 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
     B = MAIN_BATCH
     room = g.size - 1 - 2 * g.margin
     for _ in range(MAX_TRIES):
-        v, h, unit, *candidates = _draw(rng, g, B, m)
-        lo, hi = _extent(v)
-        ends = v[:, :2, -1]  # B1, E2
-        ok = (hi - lo <= room).all(-1) & (ends.real * ends.real + ends.imag * ends.imag >= g.d_min ** 2).all(-1)
-        sel = np.flatnonzero(ok)
-        if len(sel):
-            sel = sel[_ends_ok(v[sel], g)]
-        for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
-            part = sel[i : i + PAIR_CHUNK]
-            for k in part[_cross_ok(v[part], g)]:
+        hm, unit, *candidates = _draw(rng, g, B, m)
+        for c in range(0, B, MAIN_CHUNK):  # in order: the first that passes every rule
+            h = hm[c : c + MAIN_CHUNK]
+            v = _configurations(h, g)
+            lo, hi = _extent(v)
+            ends = v[:, :2, -1]  # B1, E2
+            ok = (hi - lo <= room).all(-1) & (ends.real * ends.real + ends.imag * ends.imag >= g.d_min ** 2).all(-1)
+            sel = np.flatnonzero(ok)
+            if len(sel):
+                sel = sel[_pairs_ok(v[sel], g)]
+            for k in sel.tolist():
                 if _turn_range(h[k]).max() > g.free_turn and _self_bad(v[k], g).any():
                     continue
-                t = _shift(lo[k], hi[k], unit[k], g)
+                t = _shift(lo[k], hi[k], unit[c + k], g)
+                t = complex(t[0], t[1])
                 return v[k, 0] + t, v[k, 3] + t, h[k, 0], h[k, 3], candidates
     raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
                        "use shorter or straighter curves or a larger image")
 
 
-def _ends_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
-    """Rules on the curve ends of the pairs X = [S1, P], Y = [S2, Q]; w [K, 4, n + 1] = [S1, P, Q, S2] -> ok [K].
+def _pairs_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
+    """Rules on the pairs X = [S1, P], Y = [S2, Q]; w [K, 4, n + 1] = [S1, P, Q, S2] -> ok [K].
 
-    Both ends of X (A and B1, A and E2) and the start of Y (E2, B1) keep `c_mark` from the
-    other curve of the pair; the far end of Y keeps `c_end` from X.
+    Ends: both ends of X (A and B1, A and E2) and the start of Y (E2, B1) keep `c_mark` from the
+    other curve of the pair; the far end of Y keeps `c_end` from X. Crossings: where strokes of
+    X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least.
     """
-    d2 = _pts_segs_d2(w[..., :: g.n], w[:, ::-1])  # [K, 4, 2, n]: both ends against the partner walk
-    return ~(d2 < g.end_rule).any(axis=(1, 2, 3))
-
-
-def _cross_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
-    """Where strokes of X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least -> ok [K]."""
-    d2 = _pts_segs_d2(_dense(w[:, 3:1:-1], g.frac_pair), w[:, :2])  # [K, 2, P', n]: points of Y against X
+    d2 = _pts_segs_d2(_dense(w, g.at_pair), w[:, ::-1])  # [K, 4, P', n]: samples of each walk against its partner
+    ends = d2[:, :, :: d2.shape[2] - 1] < g.end_rule  # [K, 4, 2, n]: the first and last sample are the ends
     s = w[..., 1:] - w[..., :-1]
     sx, sy = s[:, :2], s[:, 3:1:-1]
     cross = sy.real[..., :, None] * sx.imag[..., None, :] - sy.imag[..., :, None] * sx.real[..., None, :]
     flat = (cross * cross < _SIN_CROSS2 * g.seg ** 4)[:, :, g.seg_of_pair_pt]  # [K, 2, P', n]
-    return ~(flat & (d2 < g.close ** 2)).any(axis=(1, 2, 3))
+    return ~((flat & (d2[:, 3:1:-1] < g.close ** 2)).any(axis=(1, 2, 3)) | ends.any(axis=(1, 2, 3)))
 
 
 # --- distractors on an occupancy grid --------------------------------------------------------
@@ -344,7 +389,8 @@ def _cross_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
 # A candidate curve's dense points carry the mask of the direction bins that are too nearly
 # parallel to their own direction (within MIN_CROSS_DEG), plus FORBIDDEN; its two ends carry
 # every bit (an end must not touch any stroke). A point breaks a rule where its mask meets
-# the grid.
+# the grid. One more cell past the grid has every bit set: candidates that do not fit in the
+# image look there only, so they clash by themselves.
 
 DIR_BINS = 60  # 3-degree bins
 FORBIDDEN = np.int64(1) << 62
@@ -360,68 +406,74 @@ def _parallel_masks() -> np.ndarray:
 
 _PARALLEL = _parallel_masks()
 _ANY = np.bitwise_or.reduce(_BIT) | FORBIDDEN  # what an end clashes with
+# By direction code, with code DIR_BINS for the ends: the bits a point clashes with, the bits it sets.
+_CLASH = np.append(_PARALLEL, _ANY)
+_SETS = np.append(_BIT, FORBIDDEN)
 
 
 def _codes(h: np.ndarray) -> np.ndarray:
-    """Direction bins (heading mod 180 degrees) of segment headings h [..., n]."""
-    return (np.degrees(h) % 180.0 * (DIR_BINS / 180.0)).astype(np.int64) % DIR_BINS
+    """Direction bins (heading mod 180 degrees) of segment headings h [k, n], then DIR_BINS -> [k, n + 1]."""
+    c = np.empty((len(h), h.shape[1] + 1), np.int64)
+    c[:, -1] = DIR_BINS
+    np.remainder((np.degrees(h) % 180.0 * (DIR_BINS / 180.0)).astype(np.int64), DIR_BINS, out=c[:, :-1])
+    return c
 
 
-def _grid_index(p: np.ndarray, g: _Geo) -> np.ndarray:
-    """Grid indices of the pixels nearest to points p [...] (inside the image)."""
-    q = np.rint(p)
-    return q.imag.astype(np.int64) * g.grid + q.real.astype(np.int64) + g.pad * (g.grid + 1)
+def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
+    """Flat grid indices [k, L] of the pixels nearest to the lookup points of curves xy [k, n + 1, 2]
+    (inside the image; see `_Geo.look_at`)."""
+    p = np.rint(_dense(xy, g.look_at))
+    return (p[..., 1] * g.grid + p[..., 0] + g.look_off).astype(np.int64)  # (exact in float64)
 
 
 def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, candidates: tuple) -> list[np.ndarray] | None:
-    """`count` more curves, each the next candidate (walks, headings, placement draws) that fits
+    """`count` more curves, each the next candidate (headings, placement draws) that fits
     among those placed; more candidates are drawn while needed; None if they do not fit. Each
     placed curve joins the grid: its `close` zone and no-go discs around its ends."""
     placed = []
     room = g.size - 1 - 2 * g.margin
     grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
+    outer = g.size - 1 - g.margin
     for _ in range(4):
-        v, h, unit = candidates
-        m = len(v)
+        h, unit = candidates
+        m = len(h)
+        v = _vertices(h, g.seg)
         lo, hi = _extent(v)
         unfit = (hi - lo > room).any(-1)
-        lo, hi = g.margin - lo, g.size - 1 - g.margin - hi
-        t = quantize(lo + unit * (hi - lo))
-        v = v + (t[:, 0] + 1j * t[:, 1])[:, None]
-        box = np.concatenate([g.margin - lo + t - grow, g.size - 1 - g.margin - hi + t + grow], axis=1).tolist()
-        idx = _grid_index(_dense(v, g.frac), g)  # [m, P]
-        idx[unfit] = idx[0, 0]  # (those are never used; keep the indices inside the grid)
-        code = _codes(h)[:, g.seg_of_pt]  # [m, P]
-        # Checked pixels: the dense points, against strokes too nearly parallel; the two ends
-        # and their 4-neighbours, against any stroke (an end must stay clear of other curves).
-        look = np.concatenate([idx, (idx[:, [0, -1], None] + g.off_cross).reshape(m, -1)], axis=1)
-        check = np.concatenate([_PARALLEL[code], np.full((m, 2 * len(g.off_cross)), _ANY)], axis=1)
+        t = _shift(lo, hi, unit, g)
+        xy = v.view(np.float64).reshape(m, -1, 2)
+        xy += t[:, None]
+        look = _lookups(xy, g)  # [m, L]
+        look[unfit] = len(grid) - 1  # (the cell with every bit set)
+        code = _codes(h)  # [m, n + 1]
+        check = _CLASH[code[:, g.look_code]]  # [m, L]
         curly = (_turn_range(h) > g.free_turn).tolist()
+        where = np.concatenate([lo, hi, t], axis=1).tolist()
         k = -1
         while k + 1 < m:  # candidates after k that fit among everything placed so far
-            fit = np.flatnonzero(~((check[k + 1 :] & grid[look[k + 1 :]]).any(-1) | unfit[k + 1 :])) + k + 1
+            fit = np.flatnonzero(~(check[k + 1 :] & grid[look[k + 1 :]]).any(-1)) + (k + 1)
             if not len(fit):
                 break
             fresh = []  # boxes of the curves placed since the scan
             for j in fit.tolist():
                 k = j
-                bj = box[j]
+                lx, ly, hx, hy, tx, ty = where[j]  # its box: the range of the placements, moved by t and grown
+                lx, ly, hx, hy = g.margin - lx, g.margin - ly, outer - hx, outer - hy
+                bj = (g.margin - lx + tx - grow, g.margin - ly + ty - grow, outer - hx + tx + grow, outer - hy + ty + grow)
                 if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
                     k = j - 1  # it may clash with a curve placed since the scan: scan again from j
                     break
                 if curly[j] and _self_bad(v[j : j + 1], g)[0]:
                     continue
-                np.bitwise_or.at(grid, (idx[j][:, None] + g.off_close).ravel(), np.repeat(_BIT[code[j]], len(g.off_close)))
-                grid[idx[j, [0, -1]][:, None] + g.off_end] |= FORBIDDEN
+                np.bitwise_or.at(grid, look[j, g.mark_pt] + g.mark_off, _SETS[code[j, g.mark_seg]])
                 placed.append(v[j])
                 if len(placed) == count:
                     return placed
                 fresh.append(bj)
             else:
                 break  # every later candidate clashed already before these were placed
-        m = 6 * count + 16
-        *_, vd, hd, ud = _draw(rng, g, 0, m)
-        candidates = (vd, hd, ud)
+        *_, h, unit = _draw(rng, g, 0, 6 * count + 16)
+        candidates = (h, unit)
     return None
 
 
@@ -442,7 +494,7 @@ def _target_crossings(curves: np.ndarray) -> np.ndarray:
 
 
 def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Antialiased strokes of curves [C, n + 1]: coverage [H, W] float32, instance ids [H, W], curve-1 mask.
+    """Antialiased strokes of curves [C, n + 1]: coverage levels [H, W] (0..ALPHA_LEVELS), instance ids [H, W], curve-1 mask.
 
     Every segment gets a fixed window from its bounding box; per pixel the stroke coverage is
     max-composited (the exact union of round-capped segments) through integer keys that
@@ -451,24 +503,31 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     n = curves.shape[1] - 1
     S, W = g.size, g.win
-    a = curves[:, :-1].ravel()
-    u = (curves[:, 1:] - curves[:, :-1]).ravel()
+    xy = curves.view(np.float64).reshape(len(curves), n + 1, 2)
+    a = xy[:, :-1].reshape(-1, 2)  # [N, 2] segment starts (x, y)
+    u = (xy[:, 1:] - xy[:, :-1]).reshape(-1, 2)
     reach = g.r_stroke + 0.5
-    o = np.ceil((np.minimum(a.real, a.real + u.real) - reach, np.minimum(a.imag, a.imag + u.imag) - reach))
-    o = o.T  # window origin (x, y) per segment: the first pixel centre the stroke can cover
-    q = (o[:, 0] + 1j * o[:, 1] - a)[:, None] + g.win_xy  # [N, W * W] pixel centres relative to the segment start
-    ux, uy = u.real[:, None], u.imag[:, None]
-    t = np.minimum(np.maximum((q.real * ux + q.imag * uy) / (ux * ux + uy * uy), 0.0), 1.0)
-    e = q - t * u[:, None]
-    d2 = (e.real * e.real + e.imag * e.imag).ravel()
+    # Window origin (x, y) per segment: the first pixel centre the stroke can cover.
+    o = np.ceil(np.minimum(xy[:, :-1], xy[:, 1:]).reshape(-1, 2) - reach)
+    ux, uy = u[:, :1], u[:, 1:]
+    qx = (o[:, :1] - a[:, :1]) + g.win_x  # [N, W * W] pixel centres relative to the segment start
+    qy = (o[:, 1:] - a[:, 1:]) + g.win_y
+    t = qx * ux
+    t += qy * uy
+    t /= ux * ux + uy * uy
+    np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)
+    qx -= t * ux
+    qy -= t * uy
+    d2 = qx * qx
+    d2 += qy * qy
+    d2 = d2.ravel()
     P = S + 2 * W
     inside = np.flatnonzero(d2 < (g.r_stroke + 0.5) ** 2)  # coverage > 0
     oi = o.astype(np.int64) + W
-    seg, pix = np.divmod(inside, W * W)
-    flat = (oi[:, 1] * P + oi[:, 0])[seg] + g.win_flat[pix]
+    flat = ((oi[:, 1] * P + oi[:, 0])[:, None] + g.win_flat).ravel()[inside]
     level = np.rint(np.minimum(g.r_stroke + 0.5 - np.sqrt(d2[inside]), 1.0) * ALPHA_LEVELS).astype(np.int64)
     canvas = np.zeros(P * P, np.int64)
-    np.maximum.at(canvas, flat, (level << 6) + (seg // n + 1))
+    np.maximum.at(canvas, flat, (level << 6) + (inside // (n * W * W) + 1))  # curve id = segment // n + 1
     canvas = canvas.reshape(P, P)[W : W + S, W : W + S]
     lev = canvas >> 6
     member = int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS))
@@ -476,7 +535,41 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     first = int(np.searchsorted(inside, n * W * W))  # curve 1 owns the first n segments
     target = np.zeros(P * P, bool)
     target[flat[:first][level[:first] >= member]] = True
-    return lev.astype(np.float32) / np.float32(ALPHA_LEVELS), inst, target.reshape(P, P)[W : W + S, W : W + S]
+    return lev, inst, target.reshape(P, P)[W : W + S, W : W + S]
+
+
+def _stroke_colours() -> tuple[np.ndarray, np.ndarray]:
+    """The composited colour of a pixel at each coverage level 0..ALPHA_LEVELS: float32 RGB
+    [ALPHA_LEVELS + 1, 3], and its `to_uint8` packed as RGB0 in a uint32 [ALPHA_LEVELS + 1]."""
+    alpha = np.arange(ALPHA_LEVELS + 1).astype(np.float32) / np.float32(ALPHA_LEVELS)
+    rgb = np.empty((ALPHA_LEVELS + 1, 3), np.float32)
+    for ch in range(3):
+        rgb[:, ch] = _BG[ch] + alpha * _FG_MINUS_BG[ch]
+    rgb0 = np.zeros((ALPHA_LEVELS + 1, 4), np.uint8)
+    rgb0[:, :3] = to_uint8(rgb)
+    return rgb, rgb0.view(np.uint32).ravel()
+
+
+_STROKE_RGB, _STROKE_RGB0 = _stroke_colours()
+
+
+def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
+    """The image [H, W, 3] uint8: strokes of coverage levels lev [H, W], then the dots at (x, y).
+
+    Bytes as from compositing the float image and drawing the dots on it one after the other
+    (`render.draw_disc`) before `to_uint8`: stroke pixels come from a table by level, and the
+    float image is only made over the box around both dots.
+    """
+    S = g.size
+    img = np.ascontiguousarray(_STROKE_RGB0.take(lev).view(np.uint8).reshape(S, S, 4)[..., :3])
+    discs = [disc_alpha(S, S, x, y, g.r_marker) for x, y in dots]
+    r0, r1 = min(d[0].start for d in discs), max(d[0].stop for d in discs)
+    c0, c1 = min(d[1].start for d in discs), max(d[1].stop for d in discs)
+    box = np.take(_STROKE_RGB, lev[r0:r1, c0:c1], axis=0)
+    for rows, cols, alpha in discs:
+        paint(box, slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0), alpha, MARKER)
+    img[r0:r1, c0:c1] = to_uint8(box)
+    return img
 
 
 # --- the task ------------------------------------------------------------------------------
@@ -492,16 +585,16 @@ def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
     """All curves [2 + distractors, n + 1] of one picture: S1, S2, then the distractors."""
     for _ in range(MAX_LAYOUTS):
         s1, s2, h1, h2, candidates = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
+        main = np.stack([s1, s2])
         if not distractors:
-            return np.stack([s1, s2])
-        grid = np.zeros(g.grid * g.grid, np.int64)
-        idx = _grid_index(_dense(np.stack([s1, s2]), g.frac), g)  # [2, P]
+            return main
         # The `close` zone of the main strokes, then no-go zones around every marker candidate
-        # (A, B1, E2), whatever the answer, and around the free end of S2.
-        bits = np.repeat(_BIT[_codes(np.stack([h1, h2]))[:, g.seg_of_pt]].ravel(), len(g.off_close))
-        np.bitwise_or.at(grid, (idx[:, :, None] + g.off_close).ravel(), bits)
-        grid[idx[[0, 0, 1], [0, -1, 0], None] + g.off_mark] |= FORBIDDEN
-        grid[idx[1, -1] + g.off_free_end] |= FORBIDDEN
+        # (A, B1, E2), whatever the answer, and around the free end of S2 (see `_Geo.main_pt`).
+        look = _lookups(main.view(np.float64).reshape(2, -1, 2), g)
+        code = _codes(np.stack([h1, h2]))
+        grid = np.zeros(g.grid * g.grid + 1, np.int64)
+        grid[-1] = -1  # the cell with every bit set
+        np.bitwise_or.at(grid, look.ravel()[g.main_pt] + g.main_off, _SETS[code.ravel()[g.main_seg]])
         extra = _distractors(rng, g, grid, distractors, candidates)
         if extra is not None:
             return np.stack([s1, s2, *extra])
@@ -515,18 +608,14 @@ def make(rng: np.random.Generator, condition: int, d: CurveTracingDifficulty) ->
     s1, s2 = curves[0], curves[1]
     a, b = complex(s1[0]), complex(s1[-1] if condition == 1 else s2[0])
 
-    alpha, inst, target = _render(curves, g)
-    img = np.empty((g.size, g.size, 3), np.float32)
-    for ch in range(3):  # (broadcasting over a last axis of 3 is several times slower)
-        img[..., ch] = _BG[ch] + alpha * _FG_MINUS_BG[ch]
-    for p in (a, b):
-        draw_disc(img, p.real, p.imag, g.r_marker, MARKER)
+    lev, inst, target = _render(curves, g)
+    image = _picture(lev, ((a.real, a.imag), (b.real, b.imag)), g)
 
     crossings = _target_crossings(curves)
     ta = complex(s1[1] - s1[0])  # stroke directions at the markers, pointing into their curves
     tb = complex(s1[-2] - s1[-1]) if condition == 1 else complex(s2[1] - s2[0])
     return Sample(
-        image=to_uint8(img),
+        image=image,
         question=QUESTION,
         answer=CHOICES[condition],
         choices=CHOICES,
