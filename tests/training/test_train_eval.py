@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -168,3 +169,35 @@ def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
     assert (tmp_path / "out" / "probes.png").stat().st_size > 1000 and (tmp_path / "out" / "probes.pdf").is_file()
     with pytest.raises(SystemExit, match="probes: checkpoint not found"):
         script.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--task", "maze", "--target", "path"])
+
+
+def test_analyze_records_and_draws_attention_dynamics(train_cfg, compose_cfg, tmp_path):
+    """recurvlm-analyze on a recurrent checkpoint: per-iteration maps saved and drawn (a PNG
+    grid and a GIF with one frame per iteration); bad requests fail naming the valid options."""
+    from PIL import Image
+
+    from recurvlm.analyze import analyze
+
+    cfg = train_cfg("task=curve_tracing", "model=recurrent_tiny", "test=false", "logger=none")
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    out = tmp_path / "analysis"
+    acfg = compose_cfg("analyze", [f"ckpt_path={ckpt}", "n=2", "iterations=5", "level=easy"], out)
+    written = analyze(acfg)
+    d = np.load(out / "dynamics.npz")
+    depth, grid = cfg.model.net.vision.depth, 64 // cfg.model.net.vision.patch_size
+    assert d["attention"].shape == (5, depth, 2, grid, grid) and d["state"].shape == (5, 2, grid, grid)
+    assert d["probs"].shape == (5, 2, 2) and np.allclose(d["probs"].sum(-1), 1.0, atol=1e-5)
+    assert not d["feedback"][0].any()  # no feedback before the first state exists
+    # block 0 lies below the first feedback layer: it runs once, its attention repeats over T
+    assert np.array_equal(d["attention"][:, 0], np.broadcast_to(d["attention"][:1, 0], d["attention"][:, 0].shape))
+    # the class token's attention to the patches: a part of a probability distribution
+    assert (d["attention"] >= 0).all() and (d["attention"].sum((-1, -2)) <= 1 + 1e-5).all()
+    gifs = [p for p in written if p.suffix == ".gif"]
+    assert len(gifs) == 2 and Image.open(gifs[0]).n_frames == 5
+    assert all(p.stat().st_size > 1000 for p in written if p.suffix == ".png")
+    with pytest.raises(Exception, match="mazes"):
+        compose_cfg("analyze", [f"ckpt_path={ckpt}", "task=mazes"], tmp_path / "bad")
+    bad = compose_cfg("analyze", [f"ckpt_path={ckpt}", "level=extreme"], tmp_path / "bad")
+    with pytest.raises(KeyError, match="valid levels: easy, medium, hard"):
+        analyze(bad)
