@@ -144,7 +144,7 @@ def test_multirun_sweep_lays_out_one_dir_per_job(tmp_path, tiny_overrides):
 
 @pytest.mark.slow
 def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
-    """analysis/probes.py on a feedforward and a recurrent checkpoint: one row per (block,
+    """analysis/probes.py (and analysis/border_ownership.py) on a feedforward and a recurrent checkpoint: one row per (block,
     iteration), a figure; at an untrained recurrent model's zero feedback, every iteration
     decodes exactly as well as the first."""
     ckpts = []
@@ -169,6 +169,19 @@ def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
     assert (tmp_path / "out" / "probes.png").stat().st_size > 1000 and (tmp_path / "out" / "probes.pdf").is_file()
     with pytest.raises(SystemExit, match="probes: checkpoint not found"):
         script.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--task", "maze", "--target", "path"])
+
+    # the border-ownership analysis on the same checkpoints
+    spec = importlib.util.spec_from_file_location("bo_script", Path(__file__).resolve().parents[2] / "analysis"
+                                                  / "border_ownership.py")
+    bo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bo)
+    bo.main([*sum((["--ckpt", str(c)] for c in ckpts), []), "--label", "ff", "--label", "rec", "--n", "6",
+             "--iterations", "3", "--out", str(tmp_path / "bo")])
+    rows = list(csv.DictReader(open(tmp_path / "bo" / "border_ownership.csv")))
+    assert [(r["model"], r["iteration"], r["block"]) for r in rows][:3] == [("ff", "1", "0"), ("ff", "1", "1"),
+                                                                           ("rec", "1", "0")]
+    assert len(rows) == 2 + 2 * 3 and all(0 <= float(r["share_selective"]) <= 1 for r in rows)
+    assert (tmp_path / "bo" / "border_ownership.png").stat().st_size > 1000
 
 
 def test_analyze_records_and_draws_attention_dynamics(train_cfg, compose_cfg, tmp_path):

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import GEOMETRY_QUANTUM, Sample, Task, as_dict, quantize
-from .render import disc_alpha, paint, to_uint8
+from .render import to_uint8
 
 QUESTION = "Are the two dots on the same curve?"
 CHOICES = ("no", "yes")
@@ -58,7 +58,7 @@ SELF_ARC = 2.0  # parts of one curve further apart along it than SELF_ARC cleara
 ALPHA_LEVELS = 4095  # stroke coverage is quantised to this many levels before compositing
 MEMBER_ALPHA = 0.25  # a pixel belongs to a curve (maps) where its coverage is at least this
 MAIN_BATCH = 16  # main-curve configurations drawn at once
-MAIN_CHUNK = 4  # of which this many at a time are laid out and checked (most draws are settled by the first few)
+PAIR_CHUNK = 4  # of which this many at a time go through the costly pair rules (most draws are settled by the first few)
 MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
 MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
 
@@ -128,9 +128,10 @@ class _Geo:
     margin: float  # every vertex stays this far inside the image
     at_pair: tuple  # `_along` [P'] of samples along a curve (spacing <= 2 px) for the exact main-curve rules
     seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
-    end_rule: np.ndarray  # [4, 2, 1] squared clearances of the ends of S1, P, Q, S2 from the partner walk
+    x_end_rule: float  # squared clearance of the ends of S1 and P from their partner walk (S2, Q)
+    y_end_rule: np.ndarray  # [P'] squared clearance of the samples of S2 and Q from their partner (S1, P): their ends only
     at_self: tuple  # `_along` [P''] of samples along a curve for the self rule (spacing < 2 c_end)
-    self_far: np.ndarray  # [P'', n] sample and segment far apart along the curve
+    self_far: np.ndarray  # [n, P''] segment and sample far apart along the curve
     start_far: np.ndarray  # [n] segments far from the start along the curve
     end_far: np.ndarray  # [n] segments far from the end
     free_turn: float  # heading range (radians) under which the self rules hold by themselves
@@ -192,6 +193,9 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     arc = np.arange(n * sub_self + 1) / sub_self  # arc position of each sample, in segments
     j = np.arange(n)
     gap = seg * np.maximum(np.maximum(j[None, :] - arc[:, None], arc[:, None] - (j[None, :] + 1)), 0.0)
+    mark2, end2 = np.array([c_mark, c_end]) ** 2
+    y_end_rule = np.zeros(n * sub_pair + 1)
+    y_end_rule[[0, -1]] = mark2, end2  # (the start of S2 is E2, of Q is B1: marker places; the far end is free)
     pad = int(math.ceil(c_mark)) + 4
     grid = d.image_size + 2 * pad
     win = int(math.floor(seg + 2 * r_stroke + 1.0 + 0.01)) + 1  # covers a segment's box grown by r_stroke + 0.5
@@ -223,8 +227,8 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
         size=d.image_size, n=n, seg=seg, turn=math.radians(d.max_turn), r_stroke=r_stroke, r_marker=r_marker,
         c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_marker + 1.0,
         at_pair=_along(n, sub_pair), seg_of_pair_pt=_samples(n, sub_pair),
-        end_rule=np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[..., None] ** 2,
-        at_self=_along(n, sub_self), self_far=gap >= SELF_ARC * c_end, start_far=seg * j >= SELF_ARC * c_mark,
+        x_end_rule=mark2, y_end_rule=y_end_rule,
+        at_self=_along(n, sub_self), self_far=(gap >= SELF_ARC * c_end).T, start_far=seg * j >= SELF_ARC * c_mark,
         end_far=seg * (n - 1 - j) >= SELF_ARC * c_mark,
         # All headings within a window w: parts `SELF_ARC * c` apart along the curve are at
         # least SELF_ARC * c * cos(w / 2) apart in the plane, so cos(w / 2) > 1 / SELF_ARC suffices.
@@ -290,14 +294,20 @@ def _configurations(h: np.ndarray, g: _Geo) -> np.ndarray:
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Squared distances of points p [..., k] to the segments of polylines v [..., n + 1] -> [..., k, n]."""
-    a = v[..., None, :-1]
-    u = v[..., None, 1:] - a
-    ux, uy = u.real, u.imag
-    q = p[..., :, None] - a
-    t = np.minimum(np.maximum((q.real * ux + q.imag * uy) / (ux * ux + uy * uy), 0.0), 1.0)
-    e = q - t * u
-    return e.real * e.real + e.imag * e.imag
+    """Squared distances of points p [..., k] to the segments of polylines v [..., n + 1] -> [..., n, k]."""
+    ax, ay = v.real[..., :-1, None], v.imag[..., :-1, None]
+    ux, uy = v.real[..., 1:, None] - ax, v.imag[..., 1:, None] - ay
+    qx, qy = p.real[..., None, :] - ax, p.imag[..., None, :] - ay
+    t = qx * ux  # (in place from here: the same operations as on fresh arrays)
+    t += qy * uy
+    t /= ux * ux + uy * uy
+    np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)
+    qx -= t * ux
+    qy -= t * uy
+    qx *= qx
+    qy *= qy
+    qx += qy
+    return qx
 
 
 def _dense(v: np.ndarray, at: tuple) -> np.ndarray:
@@ -305,18 +315,18 @@ def _dense(v: np.ndarray, at: tuple) -> np.ndarray:
     f) [P] comes from `_along` -> [...,  P]. Works alike on real arrays [..., n + 1, 2] of (x, y)."""
     i, j, f = at
     if v.dtype == np.complex128:
-        a = v[..., i]
-        return a + f * (v[..., j] - a)
-    a = v[..., i, :]
-    return a + f[:, None] * (v[..., j, :] - a)
+        a = v.take(i, axis=-1)
+        return a + f * (v.take(j, axis=-1) - a)
+    a = v.take(i, axis=-2)
+    return a + f[:, None] * (v.take(j, axis=-2) - a)
 
 
 def _self_bad(v: np.ndarray, g: _Geo) -> np.ndarray:
     """Curves v [k, n + 1] that come close to themselves: parts far apart along the curve
     nearer than `c_end`, or an end nearer than `c_mark` to its curve beyond the end -> [k]."""
-    d2 = _pts_segs_d2(_dense(v, g.at_self), v)  # [k, P'', n]
+    d2 = _pts_segs_d2(_dense(v, g.at_self), v)  # [k, n, P'']
     return (((d2 < g.c_end ** 2) & g.self_far).any(axis=(1, 2))
-            | ((d2[:, 0] < g.c_mark ** 2) & g.start_far).any(-1) | ((d2[:, -1] < g.c_mark ** 2) & g.end_far).any(-1))
+            | ((d2[..., 0] < g.c_mark ** 2) & g.start_far).any(-1) | ((d2[..., -1] < g.c_mark ** 2) & g.end_far).any(-1))
 
 
 def _extent(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -345,20 +355,18 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
     B = MAIN_BATCH
     room = g.size - 1 - 2 * g.margin
     for _ in range(MAX_TRIES):
-        hm, unit, *candidates = _draw(rng, g, B, m)
-        for c in range(0, B, MAIN_CHUNK):  # in order: the first that passes every rule
-            h = hm[c : c + MAIN_CHUNK]
-            v = _configurations(h, g)
-            lo, hi = _extent(v)
-            ends = v[:, :2, -1]  # B1, E2
-            ok = (hi - lo <= room).all(-1) & (ends.real * ends.real + ends.imag * ends.imag >= g.d_min ** 2).all(-1)
-            sel = np.flatnonzero(ok)
-            if len(sel):
-                sel = sel[_pairs_ok(v[sel], g)]
-            for k in sel.tolist():
+        h, unit, *candidates = _draw(rng, g, B, m)
+        v = _configurations(h, g)
+        lo, hi = _extent(v)
+        ends = v[:, :2, -1]  # B1, E2
+        ok = (hi - lo <= room).all(-1) & (ends.real * ends.real + ends.imag * ends.imag >= g.d_min ** 2).all(-1)
+        sel = np.flatnonzero(ok)
+        for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
+            part = sel[i : i + PAIR_CHUNK]
+            for k in part[_pairs_ok(v[part], g)].tolist():
                 if _turn_range(h[k]).max() > g.free_turn and _self_bad(v[k], g).any():
                     continue
-                t = _shift(lo[k], hi[k], unit[c + k], g)
+                t = _shift(lo[k], hi[k], unit[k], g)
                 t = complex(t[0], t[1])
                 return v[k, 0] + t, v[k, 3] + t, h[k, 0], h[k, 3], candidates
     raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
@@ -372,13 +380,15 @@ def _pairs_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
     other curve of the pair; the far end of Y keeps `c_end` from X. Crossings: where strokes of
     X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least.
     """
-    d2 = _pts_segs_d2(_dense(w, g.at_pair), w[:, ::-1])  # [K, 4, P', n]: samples of each walk against its partner
-    ends = d2[:, :, :: d2.shape[2] - 1] < g.end_rule  # [K, 4, 2, n]: the first and last sample are the ends
+    x, y = w[:, :2], w[:, 3:1:-1]
+    d2 = _pts_segs_d2(_dense(y, g.at_pair), x)  # [K, 2, n, P']: samples of Y against the segments of X
+    ends = _pts_segs_d2(x[..., :: g.n], y) < g.x_end_rule  # [K, 2, n, 2]: both ends of X against Y
     s = w[..., 1:] - w[..., :-1]
-    sx, sy = s[:, :2], s[:, 3:1:-1]
-    cross = sy.real[..., :, None] * sx.imag[..., None, :] - sy.imag[..., :, None] * sx.real[..., None, :]
-    flat = (cross * cross < _SIN_CROSS2 * g.seg ** 4)[:, :, g.seg_of_pair_pt]  # [K, 2, P', n]
-    return ~((flat & (d2[:, 3:1:-1] < g.close ** 2)).any(axis=(1, 2, 3)) | ends.any(axis=(1, 2, 3)))
+    sx, sy = s[:, :2, :, None], s[:, 3:1:-1, None, :]
+    cross = sy.real * sx.imag - sy.imag * sx.real  # [K, 2, n, n]: segments of X, of Y
+    flat = np.take(cross * cross < _SIN_CROSS2 * g.seg ** 4, g.seg_of_pair_pt, axis=3)  # [K, 2, n, P']
+    bad = (flat & (d2 < g.close ** 2)) | (d2 < g.y_end_rule)  # (the ends of Y are its first and last sample)
+    return ~(bad.any(axis=(1, 2, 3)) | ends.any(axis=(1, 2, 3)))
 
 
 # --- distractors on an occupancy grid --------------------------------------------------------
@@ -451,7 +461,7 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
         where = np.concatenate([lo, hi, t], axis=1).tolist()
         k = -1
         while k + 1 < m:  # candidates after k that fit among everything placed so far
-            fit = np.flatnonzero(~(check[k + 1 :] & grid[look[k + 1 :]]).any(-1)) + (k + 1)
+            fit = np.nonzero(~np.logical_or.reduce(check[k + 1 :] & grid.take(look[k + 1 :]), axis=-1))[0] + (k + 1)
             if not len(fit):
                 break
             fresh = []  # boxes of the curves placed since the scan
@@ -540,35 +550,43 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _stroke_colours() -> tuple[np.ndarray, np.ndarray]:
     """The composited colour of a pixel at each coverage level 0..ALPHA_LEVELS: float32 RGB
-    [ALPHA_LEVELS + 1, 3], and its `to_uint8` packed as RGB0 in a uint32 [ALPHA_LEVELS + 1]."""
+    and its `to_uint8`, [ALPHA_LEVELS + 1, 3] each."""
     alpha = np.arange(ALPHA_LEVELS + 1).astype(np.float32) / np.float32(ALPHA_LEVELS)
     rgb = np.empty((ALPHA_LEVELS + 1, 3), np.float32)
     for ch in range(3):
         rgb[:, ch] = _BG[ch] + alpha * _FG_MINUS_BG[ch]
-    rgb0 = np.zeros((ALPHA_LEVELS + 1, 4), np.uint8)
-    rgb0[:, :3] = to_uint8(rgb)
-    return rgb, rgb0.view(np.uint32).ravel()
+    return rgb, to_uint8(rgb)
 
 
-_STROKE_RGB, _STROKE_RGB0 = _stroke_colours()
+_STROKE_RGB, _STROKE_RGB8 = _stroke_colours()
+_MARKER = np.array(MARKER, np.float32)
 
 
 def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
     """The image [H, W, 3] uint8: strokes of coverage levels lev [H, W], then the dots at (x, y).
 
-    Bytes as from compositing the float image and drawing the dots on it one after the other
-    (`render.draw_disc`) before `to_uint8`: stroke pixels come from a table by level, and the
-    float image is only made over the box around both dots.
+    The bytes of compositing the float image, drawing the dots on it one after the other
+    (`render.draw_disc`) and `render.to_uint8`, with the same float32 operations per pixel:
+    stroke pixels come from a table by level, and the float image is only made over the box
+    around both dots.
     """
-    S = g.size
-    img = np.ascontiguousarray(_STROKE_RGB0.take(lev).view(np.uint8).reshape(S, S, 4)[..., :3])
-    discs = [disc_alpha(S, S, x, y, g.r_marker) for x, y in dots]
-    r0, r1 = min(d[0].start for d in discs), max(d[0].stop for d in discs)
-    c0, c1 = min(d[1].start for d in discs), max(d[1].stop for d in discs)
+    S, r = g.size, g.r_marker
+    img = _STROKE_RGB8.take(lev.ravel(), axis=0).reshape(S, S, 3)
+    discs = []
+    for cx, cy in dots:  # as render.disc_alpha
+        y0, y1 = max(math.floor(cy - r - 1), 0), min(math.ceil(cy + r + 1) + 1, S)
+        x0, x1 = max(math.floor(cx - r - 1), 0), min(math.ceil(cx + r + 1) + 1, S)
+        ys = np.arange(y0, y1, dtype=np.float64)[:, None] - cy
+        xs = np.arange(x0, x1, dtype=np.float64)[None, :] - cx
+        alpha = np.minimum(np.maximum(r + 0.5 - np.sqrt(ys * ys + xs * xs), 0.0), 1.0).astype(np.float32)
+        discs.append((y0, y1, x0, x1, alpha[..., None]))
+    r0, r1 = min(d[0] for d in discs), max(d[1] for d in discs)
+    c0, c1 = min(d[2] for d in discs), max(d[3] for d in discs)
     box = np.take(_STROKE_RGB, lev[r0:r1, c0:c1], axis=0)
-    for rows, cols, alpha in discs:
-        paint(box, slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0), alpha, MARKER)
-    img[r0:r1, c0:c1] = to_uint8(box)
+    for y0, y1, x0, x1, a in discs:  # as render.paint
+        part = box[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
+        part[...] = part * (1.0 - a) + _MARKER * a
+    img[r0:r1, c0:c1] = np.rint(np.minimum(np.maximum(box, 0.0), 1.0) * 255.0).astype(np.uint8)  # as render.to_uint8
     return img
 
 

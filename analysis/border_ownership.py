@@ -1,0 +1,114 @@
+"""Border-ownership selectivity per layer (Zhou et al. 2000's standard test), feedforward vs
+recurrent, next to the biological reference (more than half of V2 cells).
+
+    python analysis/border_ownership.py --ckpt <ff>/checkpoints/last.ckpt --ckpt <rec>/checkpoints/last.ckpt \\
+        --label clip_tiny --label recurrent_tiny --n 100 --out bo/
+
+Writes border_ownership.csv (per checkpoint, block and iteration: share of side-selective
+units, its binomial p-value against chance, median |BOI|) and border_ownership.{png,pdf}
+(share per block; recurrent models at their first and last iteration; mean and 95%
+t-interval over checkpoints sharing a label). Test displays come from a generated set whose
+seed (--seed) differs from every training and evaluation seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, iterations: int | None,
+        alpha: float) -> list[dict]:
+    from recurvlm.neuro import side_selectivity, zhou_responses, zhou_test_set
+    from recurvlm.training.checkpoints import load_model
+
+    data = zhou_test_set(n, seed, level)
+    rows = []
+    for ckpt, label in zip(ckpts, labels):
+        model, tokenizer, context_length = load_model(ckpt)
+        resp, layers = zhou_responses(model, tokenizer, context_length, data, iterations=iterations)
+        for t in range(resp.shape[0]):
+            for j, block in enumerate(layers):
+                s = side_selectivity(resp[t, j], alpha=alpha)
+                rows.append({"model": label, "checkpoint": str(ckpt), "iteration": t + 1, "block": block,
+                             "iterations": resp.shape[0], "share_selective": s["share"], "share_p": s["share_p"],
+                             "n_units": len(s["selective"]), "median_abs_boi": float(np.median(np.abs(s["boi"]))),
+                             "n_instances": n, "alpha": alpha})
+    return rows
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for label in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == label]
+        last = max(r["iteration"] for r in mine)
+        for it in sorted({1, last}):
+            blocks = sorted({r["block"] for r in mine})
+            mean, half = [], []
+            for b in blocks:
+                v = np.array([r["share_selective"] for r in mine if r["block"] == b and r["iteration"] == it])
+                mean.append(v.mean())
+                half.append(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
+            n_ck = len({r["checkpoint"] for r in mine})
+            name = label if last == 1 else f"{label}, iteration {it}"
+            ax.errorbar(blocks, mean, yerr=half, marker="o", capsize=3, ls="-" if it == last else ":",
+                        label=f"{name} (n={n_ck})")
+    ax.axhline(0.5, color="0.4", ls="--", lw=1)
+    ax.text(0.02, 0.52, "V2: more than half of cells (Zhou et al. 2000)", transform=ax.get_yaxis_transform(),
+            fontsize=7, color="0.3")
+    alpha = rows[0]["alpha"]
+    ax.axhline(alpha / 2, color="0.7", ls=":", lw=1)
+    ax.set_xticks(sorted({r["block"] for r in rows}))
+    ax.set(xlabel="ViT block (after)", ylabel="share of side-selective units", ylim=(0, 1),
+           title=f"border ownership, standard test ({rows[0]['n_instances']} instances x 2 sides x 2 polarities)")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(out / f"border_ownership.{ext}", dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", type=Path, action="append", required=True, help="a checkpoint (repeat)")
+    p.add_argument("--label", action="append", help="a label per --ckpt (default: the run's name)")
+    p.add_argument("--n", type=int, default=100, help="stimulus instances (each gives 4 displays)")
+    p.add_argument("--level", default="easy", help="border_ownership level the geometry comes from")
+    p.add_argument("--seed", type=int, default=8000)
+    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--iterations", type=int, default=None, help="T for recurrent models (default: training T)")
+    p.add_argument("--out", type=Path, default=Path("border_ownership"))
+    a = p.parse_args(argv)
+    labels = a.label or [c.parent.parent.parent.parent.name for c in a.ckpt]
+    if len(labels) != len(a.ckpt):
+        raise SystemExit(f"border_ownership: {len(labels)} --label for {len(a.ckpt)} --ckpt")
+    if a.n < 3:
+        raise SystemExit(f"border_ownership: --n {a.n}; valid: >= 3 instances")
+    from recurvlm.training.checkpoints import CheckpointError
+
+    try:
+        rows = run(a.ckpt, labels, a.n, a.seed, a.level, a.iterations, a.alpha)
+    except (CheckpointError, KeyError, ValueError) as e:
+        raise SystemExit(f"border_ownership: {e.args[0] if e.args else e}") from None
+    a.out.mkdir(parents=True, exist_ok=True)
+    with open(a.out / "border_ownership.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    plot(rows, a.out)
+    print(a.out / "border_ownership.csv")
+
+
+if __name__ == "__main__":
+    main()
