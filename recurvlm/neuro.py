@@ -116,3 +116,79 @@ def zhou_responses(model, tokenizer, context_length: int, data: ZhouSet, *, iter
     r = torch.cat(chunks, dim=2)
     t, l, _, d = r.shape
     return r.reshape(t, l, n, 2, 2, d).numpy(), layers
+
+
+# --- figure-ground modulation over iterations (Poort et al. 2012) ---------------------------
+
+FGM_REGIONS = ("centre", "edge")  # compared with the ground
+
+
+def fgm_regions(figure: Tensor, boundary: Tensor, patch_size: int) -> Tensor:
+    """Patch classes [B, h*w] from pixel maps [B, H, W]: 0 ground (no figure, no boundary
+    pixel), 1 figure centre (mostly figure, no boundary pixel), 2 figure edge (a boundary
+    pixel), -1 neither (a patch mostly ground that touches the figure)."""
+    from .probes import patch_labels
+
+    inside = patch_labels(figure, patch_size, "majority")
+    touches = patch_labels(figure, patch_size, "any")
+    edge = patch_labels(boundary, patch_size, "any")
+    out = torch.full_like(inside, -1)
+    out[(touches == 0) & (edge == 0)] = 0
+    out[(inside == 1) & (edge == 0)] = 1
+    out[edge == 1] = 2
+    return out
+
+
+def modulation_index(tokens: Tensor, regions: Tensor) -> dict[str, Tensor]:
+    """Per image, (R_region - R_ground) / (R_region + R_ground), R the mean token norm over the
+    region's patches: tokens [..., B, N, D], regions [B, N] -> {region: [..., B]} (NaN where an
+    image lacks the region)."""
+    r = tokens.norm(dim=-1)  # [..., B, N]
+
+    def mean_over(cls: int) -> Tensor:
+        m = (regions == cls).float()
+        return (r * m).sum(-1) / m.sum(-1)  # NaN when empty
+
+    ground = mean_over(0)
+    return {name: (mean_over(i + 1) - ground) / (mean_over(i + 1) + ground) for i, name in enumerate(FGM_REGIONS)}
+
+
+def latency(curve: np.ndarray, fraction: float = 0.5) -> float:
+    """The first iteration (1-based, linearly interpolated) at which a time course reaches
+    `fraction` of its maximum; NaN if it never rises above zero."""
+    curve = np.asarray(curve, dtype=float)
+    peak = np.nanmax(curve)
+    if not np.isfinite(peak) or peak <= 0:
+        return float("nan")
+    level = fraction * peak
+    i = int(np.argmax(curve >= level))
+    if i == 0:
+        return 1.0
+    a, b = curve[i - 1], curve[i]
+    return float(i + (level - a) / (b - a))  # between iteration i and i + 1
+
+
+@torch.no_grad()
+def fgm_time_course(model, tokenizer, context_length: int, n: int, seed: int, level: str = "easy", *,
+                    iterations: int | None = None, batch_size: int = 64) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    """Modulation indices {region: [T, L, n]} of figure_ground stimuli (NaN where an image
+    lacks the region), and the blocks."""
+    from .data.stimuli import generate
+
+    samples = [generate("figure_ground", seed, i, level) for i in range(n)]
+    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
+    patch = model.vision_model.patch_size
+    regions = fgm_regions(torch.from_numpy(np.stack([s.maps["figure"] for s in samples])),
+                          torch.from_numpy(np.stack([s.maps["boundary"] for s in samples])), patch)
+    recurrent = getattr(model, "recurrent", False)
+    out: dict[str, list[Tensor]] = {r: [] for r in FGM_REGIONS}
+    layers: tuple[int, ...] = ()
+    for i in range(0, n, batch_size):
+        q_ids, q_mask = tokenizer.encode([s.question for s in samples[i : i + batch_size]],
+                                         context_length=context_length)
+        f = model.features(images[i : i + batch_size], q_ids if recurrent else None, q_mask if recurrent else None,
+                           iterations=iterations if recurrent else None)
+        for name, v in modulation_index(f.tokens, regions[i : i + batch_size]).items():
+            out[name].append(v)
+        layers = f.layers
+    return {k: torch.cat(v, dim=-1).numpy() for k, v in out.items()}, layers

@@ -58,4 +58,23 @@ def test_responses_are_the_dot_tokens_of_the_features_api():
     feats = model.features(z.images[k, side, pol][None])
     x, y = z.markers[k]
     token = int(y // 8) * 8 + int(x // 8)
-    torch.testing.assert_close(torch.from_numpy(resp[0, :, k, side, pol]), feats.tokens[0, :, 0, token])
+    torch.testing.assert_close(torch.from_numpy(resp[0, :, k, side, pol]), feats.tokens[0, :, 0, token], rtol=1e-4, atol=1e-5)
+
+
+def test_fgm_regions_index_and_latency():
+    from recurvlm.neuro import fgm_regions, latency, modulation_index
+
+    figure = torch.zeros(1, 8, 8, dtype=torch.bool)
+    figure[0, 2:8, 2:8] = True  # patches (1,1),(1,2)... with patch 2: a 3x3 block of figure patches
+    boundary = torch.zeros(1, 8, 8, dtype=torch.bool)
+    boundary[0, 2, 2:8] = True
+    boundary[0, 2:8, 2] = True
+    reg = fgm_regions(figure, boundary, 2).view(4, 4)
+    assert reg[0].tolist() == [0, 0, 0, 0] and reg[1].tolist() == [0, 2, 2, 2] and reg[2].tolist() == [0, 2, 1, 1]
+    tokens = torch.ones(2, 1, 16, 3)  # [T, B, N, D]
+    tokens[1, 0, reg.flatten() == 1] *= 3.0  # the centre doubles its norm... triples, at t = 2
+    m = modulation_index(tokens, reg.flatten()[None])
+    assert abs(m["centre"][0].item()) < 1e-6 and m["centre"][1].item() == pytest.approx(0.5)
+    torch.testing.assert_close(m["edge"], torch.zeros(2, 1))
+    assert latency([0.0, 0.2, 0.4]) == pytest.approx(2.0) and latency([0.4, 0.4]) == 1.0
+    assert latency([0.0, 0.1, 0.3]) == pytest.approx(2.25) and np.isnan(latency([0.0, -0.1]))

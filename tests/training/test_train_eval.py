@@ -144,7 +144,7 @@ def test_multirun_sweep_lays_out_one_dir_per_job(tmp_path, tiny_overrides):
 
 @pytest.mark.slow
 def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
-    """analysis/probes.py (and analysis/border_ownership.py) on a feedforward and a recurrent checkpoint: one row per (block,
+    """analysis/probes.py (and border_ownership.py, figure_ground.py) on a feedforward and a recurrent checkpoint: one row per (block,
     iteration), a figure; at an untrained recurrent model's zero feedback, every iteration
     decodes exactly as well as the first."""
     ckpts = []
@@ -182,6 +182,19 @@ def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
                                                                            ("rec", "1", "0")]
     assert len(rows) == 2 + 2 * 3 and all(0 <= float(r["share_selective"]) <= 1 for r in rows)
     assert (tmp_path / "bo" / "border_ownership.png").stat().st_size > 1000
+
+    # and the figure-ground time course
+    spec = importlib.util.spec_from_file_location("fg_script", Path(__file__).resolve().parents[2] / "analysis"
+                                                  / "figure_ground.py")
+    fg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fg)
+    fg.main([*sum((["--ckpt", str(c)] for c in ckpts), []), "--label", "ff", "--label", "rec", "--n", "6",
+             "--iterations", "3", "--out", str(tmp_path / "fg")])
+    rows = list(csv.DictReader(open(tmp_path / "fg" / "figure_ground.csv")))
+    assert sorted({(r["model"], r["region"], r["iteration"]) for r in rows}) == sorted(
+        [("ff", reg, "1") for reg in ("centre", "edge")] + [("rec", reg, str(t)) for reg in ("centre", "edge")
+                                                             for t in (1, 2, 3)])
+    assert (tmp_path / "fg" / "figure_ground.png").stat().st_size > 1000
 
 
 def test_analyze_records_and_draws_attention_dynamics(train_cfg, compose_cfg, tmp_path):
