@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast demo bench lock clean
+.PHONY: install test test-fast demo figures bench lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m recurvlm.demo
+
+figures: $(STAMP)
+	$(PY) -m recurvlm.figures fig=all
 
 bench: $(STAMP)
 	$(PY) -m recurvlm.bench stimuli

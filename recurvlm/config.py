@@ -38,3 +38,17 @@ def register_resolvers() -> None:
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
     """A resolved config node as plain Python data (safe in a weights_only checkpoint)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+
+
+def compose_config(name: str, overrides: list[str], output_dir: str | Path) -> DictConfig:
+    """Compose `conf/<name>.yaml` with overrides in-process (no Hydra app, no run dir of its
+    own): `paths.output_dir` is set to `output_dir`."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg

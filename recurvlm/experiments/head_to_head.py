@@ -64,24 +64,20 @@ def parse(argv: list[str]) -> dict[str, Any]:
 
 def run_one(task: str, model: str, seed: int, overrides: list[str], out: Path) -> dict[str, Any]:
     """Train (or reuse a finished run) and return its test metrics with the run's facts."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from ..config import CONFIG_DIR, register_resolvers
+    from ..config import compose_config
     from ..models.cost import count_parameters, forward_flops
     from ..train import build_model, train
 
     run_dir = out / "runs" / f"{task}-{model}-s{seed}"
     done = run_dir / "metrics.json"
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"task={task}", f"model={model}", f"seed={seed}", "logger=csv",
-                                          "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
-                                          f"paths.log_dir={out / 'logs'}", *overrides])
+    cfg = compose_config("train", [f"task={task}", f"model={model}", f"seed={seed}", "logger=csv",
+                                   "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
+                                   f"paths.log_dir={out / 'logs'}", *overrides], run_dir)
     iterations = int(cfg.model.net.get("iterations", 1))
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(run_dir)
-        if cfg.model.net.get("top_down") is not None:
+    if cfg.model.net.get("top_down") is not None:
+        with open_dict(cfg):
             cfg.test_iterations = EXTRAPOLATION * iterations
     if not done.is_file():
         run_dir.mkdir(parents=True, exist_ok=True)

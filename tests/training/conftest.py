@@ -4,10 +4,9 @@ Lightning costs seconds per process)."""
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from recurvlm.config import CONFIG_DIR, register_resolvers
+from recurvlm.config import compose_config
 
 TINY = [
     "debug=fast",
@@ -15,15 +14,6 @@ TINY = [
     "model.net.text.width=32", "model.net.text.depth=1", "model.net.text.mlp_dim=64", "model.net.embed_dim=32",
     "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
 ]
-
-
-def compose_config(name: str, overrides: list[str], output_dir) -> DictConfig:
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
 
 
 @pytest.fixture

@@ -227,3 +227,28 @@ def test_analyze_records_and_draws_attention_dynamics(train_cfg, compose_cfg, tm
     bad = compose_cfg("analyze", [f"ckpt_path={ckpt}", "level=extreme"], tmp_path / "bad")
     with pytest.raises(KeyError, match="valid levels: easy, medium, hard"):
         analyze(bad)
+
+
+@pytest.mark.slow
+def test_figures_train_reuse_runs_and_draw(tmp_path, tiny_overrides):
+    """recurvlm-figures: each figure trains the runs its experiments/<fig>/figure.yaml names
+    (tiny, one seed here), reuses runs another figure made, and draws; bad requests name the
+    valid figures. (The analysis scripts themselves: test_probe_heatmaps_from_checkpoints.)"""
+    from recurvlm import figures
+
+    assert {"probes", "border_ownership", "figure_ground", "attention_dynamics", "head_to_head"} <= set(
+        figures.available())
+    for fig in ("border_ownership", "figure_ground"):
+        spec = figures.load_spec(fig)
+        assert spec["task"] == fig and {"cpu", "paper"} <= set(spec["scales"])
+    figures.main(["fig=probes,attention_dynamics", "seeds=0", f"out={tmp_path}", *(f"+{o}" for o in tiny_overrides)])
+    # attention_dynamics reuses fig=probes' recurrent curve-tracing run
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["curve_tracing-clip_tiny-s0",
+                                                                    "curve_tracing-recurrent_tiny-s0"]
+    rows = list(csv.DictReader(open(tmp_path / "probes" / "probes.csv")))
+    assert {r["model"] for r in rows} == {"clip_tiny", "recurrent_tiny"} and (tmp_path / "probes" / "probes.pdf").is_file()
+    assert len(list((tmp_path / "attention_dynamics").rglob("dynamics_*.gif"))) == 4
+    with pytest.raises(SystemExit, match=r"unknown fig nope; valid: .*probes"):
+        figures.main(["fig=nope"])
+    with pytest.raises(SystemExit, match=r"seeds='a'"):
+        figures.main(["fig=probes", "seeds=a"])
