@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from .base import GEOMETRY_QUANTUM, Sample, Task, as_dict, quantize
+from .base import GEOMETRY_QUANTUM, Sample, Task, as_dict
 from .render import to_uint8
 
 QUESTION = "Are the two dots on the same curve?"
@@ -128,8 +129,7 @@ class _Geo:
     margin: float  # every vertex stays this far inside the image
     at_pair: tuple  # `_along` [P'] of samples along a curve (spacing <= 2 px) for the exact main-curve rules
     seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
-    x_end_rule: float  # squared clearance of the ends of S1 and P from their partner walk (S2, Q)
-    y_end_rule: np.ndarray  # [P'] squared clearance of the samples of S2 and Q from their partner (S1, P): their ends only
+    end_rule: np.ndarray  # [4, 1, P'] squared clearance of the samples of S1, P, Q, S2 from the partner walk: the ends only
     at_self: tuple  # `_along` [P''] of samples along a curve for the self rule (spacing < 2 c_end)
     self_far: np.ndarray  # [n, P''] segment and sample far apart along the curve
     start_far: np.ndarray  # [n] segments far from the start along the curve
@@ -140,12 +140,13 @@ class _Geo:
     look_at: tuple  # `_along` [L] of the grid lookups of a curve: its P dense points, then its ends 5 times each
     look_code: np.ndarray  # [L] their direction-code column: the segment, n at the ends (they clash with any stroke)
     look_off: np.ndarray  # [L] flat grid offset added to its pixel: the padding, plus the 4-neighbours at the ends
+    grid_xy: np.ndarray  # [2] flat grid index of a pixel (x, y): x + grid * y
     mark_pt: np.ndarray  # [M] looked-up point of each grid entry a placed distractor sets ...
     mark_off: np.ndarray  # [M] ... its flat offset: a `close` disc around every dense point, no-go discs at the ends
     mark_seg: np.ndarray  # [M] ... and its segment (n at the no-go discs: they set FORBIDDEN)
     main_pt: np.ndarray  # [M'] the same for S1 and S2 (points into both rows of their lookups, flattened) ...
     main_off: np.ndarray  # [M'] ... with no-go discs around A, B1, E2 and S2's free end
-    main_seg: np.ndarray  # [M'] ... (segments into both rows of their codes, flattened)
+    main_seg: np.ndarray  # [M'] ... (segments into both columns of their codes [n + 1, 2], flattened)
     win: int  # render window side per segment
     win_x: np.ndarray  # [W * W] pixel x offsets of a render window
     win_y: np.ndarray  # [W * W] pixel y offsets of a render window
@@ -193,9 +194,8 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     arc = np.arange(n * sub_self + 1) / sub_self  # arc position of each sample, in segments
     j = np.arange(n)
     gap = seg * np.maximum(np.maximum(j[None, :] - arc[:, None], arc[:, None] - (j[None, :] + 1)), 0.0)
-    mark2, end2 = np.array([c_mark, c_end]) ** 2
-    y_end_rule = np.zeros(n * sub_pair + 1)
-    y_end_rule[[0, -1]] = mark2, end2  # (the start of S2 is E2, of Q is B1: marker places; the far end is free)
+    end_rule = np.zeros((4, 1, n * sub_pair + 1))
+    end_rule[:, 0, [0, -1]] = np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]]) ** 2
     pad = int(math.ceil(c_mark)) + 4
     grid = d.image_size + 2 * pad
     win = int(math.floor(seg + 2 * r_stroke + 1.0 + 0.01)) + 1  # covers a segment's box grown by r_stroke + 0.5
@@ -222,18 +222,19 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     dense = np.arange(P)
     mark = entries([dense, [0, P - 1]], [off_close, off_end], [seg_of_pt, [n, n]])
     main = entries([dense, L + dense, [0, P - 1, L], [L + P - 1]], [off_close, off_close, off_mark, off_free_end],
-                   [seg_of_pt, n + 1 + seg_of_pt, [n] * 3, [n]])
+                   [2 * seg_of_pt, 2 * seg_of_pt + 1, [2 * n] * 3, [2 * n]])
     g = _Geo(
         size=d.image_size, n=n, seg=seg, turn=math.radians(d.max_turn), r_stroke=r_stroke, r_marker=r_marker,
         c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_marker + 1.0,
         at_pair=_along(n, sub_pair), seg_of_pair_pt=_samples(n, sub_pair),
-        x_end_rule=mark2, y_end_rule=y_end_rule,
+        end_rule=end_rule,
         at_self=_along(n, sub_self), self_far=(gap >= SELF_ARC * c_end).T, start_far=seg * j >= SELF_ARC * c_mark,
         end_far=seg * (n - 1 - j) >= SELF_ARC * c_mark,
         # All headings within a window w: parts `SELF_ARC * c` apart along the curve are at
         # least SELF_ARC * c * cos(w / 2) apart in the plane, so cos(w / 2) > 1 / SELF_ARC suffices.
         free_turn=2.0 * math.acos(1.0 / SELF_ARC + 0.01), pad=pad, grid=grid,
         look_at=tuple(a[look_pt] for a in _along(n, sub)), look_code=look_code, look_off=look_off.astype(np.float64),
+        grid_xy=np.array([1.0, grid]),
         mark_pt=mark[0], mark_off=mark[1], mark_seg=mark[2], main_pt=main[0], main_off=main[1], main_seg=main[2],
         win=win, win_x=wx.astype(np.float64), win_y=wy.astype(np.float64), win_flat=wy * canvas + wx,
         difficulty=as_dict(d),
@@ -242,55 +243,66 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     return g
 
 
+# A batch of walks keeps the walk axis last, [n + 1, W] (reductions and running sums along
+# a curve then run over whole rows); single curves and configurations are [..., n + 1].
+
+
 def _vertices(h: np.ndarray, seg: float) -> np.ndarray:
-    """Walks from 0 with segment headings h [..., n] -> complex vertices [..., n + 1] (exact sums)."""
-    z = np.empty(h.shape, np.complex128)
-    z.real, z.imag = 0.0, h
-    np.exp(z, out=z)
-    x = z.view(np.float64)  # the steps, quantised in place: (seg * exp(ih)) / GEOMETRY_QUANTUM, rounded, rescaled
-    x *= seg
-    x /= GEOMETRY_QUANTUM
+    """Walks from 0 with segment headings h [n, W] -> complex vertices [n + 1, W] (exact sums)."""
+    z = np.exp(1j * h)
+    x = z.view(np.float64)  # the steps, quantised in place: seg * exp(ih) / GEOMETRY_QUANTUM, rounded, rescaled
+    x *= seg / GEOMETRY_QUANTUM  # (the same as multiplying by seg, then dividing: the quantum is a power of 2)
     np.rint(x, out=x)
     x *= GEOMETRY_QUANTUM
-    v = np.empty(h.shape[:-1] + (h.shape[-1] + 1,), np.complex128)
-    v[..., 0] = 0.0
-    np.cumsum(z, axis=-1, out=v[..., 1:])
+    v = np.empty((len(h) + 1,) + h.shape[1:], np.complex128)
+    v[0] = 0.0
+    z.cumsum(axis=0, out=v[1:])
     return v
 
 
-def _turn_range(h: np.ndarray) -> np.ndarray:
-    return h.max(-1) - h.min(-1)
+class _Walks(NamedTuple):
+    """A batch of W walks, walk axis last: vertices [n + 1, W], their extent (smallest and largest
+    (x, y)) [W, 2] each, direction codes [n + 1, W] (see `_codes`), heading range [W], and
+    placement draws [W', 2] (one per configuration or candidate)."""
+
+    v: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    code: np.ndarray
+    turn: np.ndarray
+    unit: np.ndarray
+
+    def tail(self, start: int, unit_start: int) -> _Walks:
+        """The walks from `start` on (with the placement draws from `unit_start` on)."""
+        return _Walks(self.v[:, start:], self.lo[start:], self.hi[start:], self.code[:, start:], self.turn[start:],
+                      self.unit[unit_start:])
 
 
-def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> tuple:
-    """One draw of B main configurations and m distractor candidates, as headings.
+def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
+    """One draw of B main configurations and m distractor candidates, as walks from 0.
 
     A configuration is four walks [S1, P, Q, S2]: S1 and P leave A = 0 with one heading; Q
     leaves B1 = end(S1) with S1's last heading reversed, S2 leaves E2 = end(P) with P's last
-    heading reversed; walk i is paired with walk 3 - i. Returns the configurations' segment
-    headings [B, 4, n] and placement draws [B, 2], then the same for the candidates: [m, n],
-    [m, 2]. Walks are laid out (`_configurations`, `_vertices`) only where they get looked at:
-    most draws are settled by their first few.
+    heading reversed; walk i is paired with walk 3 - i. Walks 4b..4b + 3 are configuration b,
+    then come the candidates; placement draws: B, then m.
     """
-    n = g.n
+    n, W = g.n, 4 * B + m
     h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
-    turns = rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))
+    turns = rng.uniform(-g.turn, g.turn, (W, n - 1))
     unit = rng.uniform(0.0, 1.0, (B + m, 2))
-    h = np.empty((4 * B + m, n))
-    h[:, 0] = 0.0
-    np.cumsum(turns, axis=-1, out=h[:, 1:])
-    hm = h[: 4 * B].reshape(B, 4, n)
-    hm[:, :2] += h0[:B, None, None]
-    hm[:, 2:] += (hm[:, :2, -1] + math.pi)[..., None]
-    h[4 * B :] += h0[B:, None]
-    return hm, unit[:B], h[4 * B :], unit[B:]
-
-
-def _configurations(h: np.ndarray, g: _Geo) -> np.ndarray:
-    """Vertices [K, 4, n + 1] of configurations with headings h [K, 4, n] (see `_draw`)."""
+    h = np.empty((n, W))
+    h[0] = 0.0
+    turns.T.cumsum(axis=0, out=h[1:])
+    hm = h[:, : 4 * B].reshape(n, B, 4)
+    hm[..., :2] += h0[:B, None]
+    hm[..., 2:] += hm[-1, :, :2] + math.pi
+    h[:, 4 * B :] += h0[B:]
     v = _vertices(h, g.seg)
-    v[:, 2:] += v[:, :2, -1:]  # Q leaves B1, S2 leaves E2
-    return v
+    vm = v[:, : 4 * B].reshape(n + 1, B, 4)
+    vm[..., 2:] += vm[-1, :, :2]  # Q leaves B1, S2 leaves E2
+    xy = v.view(np.float64).reshape(n + 1, W, 2)
+    turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
+    return _Walks(v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), _codes(h), turn, unit)
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -312,13 +324,10 @@ def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _dense(v: np.ndarray, at: tuple) -> np.ndarray:
     """Points a + f (b - a) along polylines v [..., n + 1], where `at` = (index of a, index of b,
-    f) [P] comes from `_along` -> [...,  P]. Works alike on real arrays [..., n + 1, 2] of (x, y)."""
+    f) [P] comes from `_along` -> [..., P]."""
     i, j, f = at
-    if v.dtype == np.complex128:
-        a = v.take(i, axis=-1)
-        return a + f * (v.take(j, axis=-1) - a)
-    a = v.take(i, axis=-2)
-    return a + f[:, None] * (v.take(j, axis=-2) - a)
+    a = v.take(i, axis=-1)
+    return a + f * (v.take(j, axis=-1) - a)
 
 
 def _self_bad(v: np.ndarray, g: _Geo) -> np.ndarray:
@@ -329,22 +338,20 @@ def _self_bad(v: np.ndarray, g: _Geo) -> np.ndarray:
             | ((d2[..., 0] < g.c_mark ** 2) & g.start_far).any(-1) | ((d2[..., -1] < g.c_mark ** 2) & g.end_far).any(-1))
 
 
-def _extent(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per leading index, the smallest and largest (x, y) over all vertices of v [k, ...] -> [k, 2] each."""
-    xy = v.reshape(len(v), -1).view(np.float64).reshape(len(v), -1, 2)
-    return np.minimum.reduce(xy, axis=1), np.maximum.reduce(xy, axis=1)
-
-
 def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> np.ndarray:
-    """Quantised translations (x, y), uniform in the range keeping every vertex `margin` inside
-    (leading axes broadcast); lo, hi are the walks' extents."""
+    """Quantised translations (x, y) [..., 2], uniform in the range keeping every vertex `margin`
+    inside; lo, hi [..., 2] are the walks' extents."""
     lo, hi = g.margin - lo, g.size - 1 - g.margin - hi
-    return quantize(lo + unit * (hi - lo))
+    t = lo + unit * (hi - lo)
+    t /= GEOMETRY_QUANTUM  # (`quantize`, in place)
+    np.rint(t, out=t)
+    t *= GEOMETRY_QUANTUM
+    return t
 
 
 def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
-    """Main curves S1 (from A) and S2 (from E2) placed in the image, their segment headings,
-    and the headings and placement draws of the m distractor candidates drawn with them (see `_draw`).
+    """Main curves S1 (from A) and S2 (from E2) placed in the image, their direction codes
+    [n + 1, 2], and the m distractor candidates drawn with them (see `_draw`).
 
     Four walks per configuration, [S1, P, Q, S2] (see `_draw`); P and Q are phantoms,
     never drawn. Every rule is applied alike to the pair (S1, S2) and to the pair (P, Q), so
@@ -352,23 +359,25 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
     configurations unchanged: the "yes" marker end B1 and the "no" marker end E2 have one
     joint law with A and its stroke.
     """
-    B = MAIN_BATCH
+    B, n = MAIN_BATCH, g.n
     room = g.size - 1 - 2 * g.margin
     for _ in range(MAX_TRIES):
-        h, unit, *candidates = _draw(rng, g, B, m)
-        v = _configurations(h, g)
-        lo, hi = _extent(v)
-        ends = v[:, :2, -1]  # B1, E2
-        ok = (hi - lo <= room).all(-1) & (ends.real * ends.real + ends.imag * ends.imag >= g.d_min ** 2).all(-1)
-        sel = np.flatnonzero(ok)
+        w = _draw(rng, g, B, m)
+        lo = np.minimum.reduce(w.lo[: 4 * B].reshape(B, 4, 2), axis=1)  # [B, 2] over the four walks
+        hi = np.maximum.reduce(w.hi[: 4 * B].reshape(B, 4, 2), axis=1)
+        vm = w.v[:, : 4 * B].reshape(n + 1, B, 4)
+        ends = vm[-1, :, :2]  # B1, E2
+        ok = np.logical_and.reduce(np.concatenate([hi - lo <= room, ends.real * ends.real + ends.imag * ends.imag
+                                                   >= g.d_min ** 2], axis=1), axis=1)
+        sel = ok.nonzero()[0]
         for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
             part = sel[i : i + PAIR_CHUNK]
-            for k in part[_pairs_ok(v[part], g)].tolist():
-                if _turn_range(h[k]).max() > g.free_turn and _self_bad(v[k], g).any():
+            for k in part[_pairs_ok(np.ascontiguousarray(vm[:, part].transpose(1, 2, 0)), g)].tolist():
+                if max(w.turn[4 * k : 4 * k + 4].tolist()) > g.free_turn and _self_bad(vm[:, k].T, g).any():
                     continue
-                t = _shift(lo[k], hi[k], unit[k], g)
+                t = _shift(lo[k], hi[k], w.unit[k], g)
                 t = complex(t[0], t[1])
-                return v[k, 0] + t, v[k, 3] + t, h[k, 0], h[k, 3], candidates
+                return vm[:, k, 0] + t, vm[:, k, 3] + t, w.code[:, [4 * k, 4 * k + 3]], w.tail(4 * B, B)
     raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
                        "use shorter or straighter curves or a larger image")
 
@@ -380,15 +389,16 @@ def _pairs_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
     other curve of the pair; the far end of Y keeps `c_end` from X. Crossings: where strokes of
     X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least.
     """
-    x, y = w[:, :2], w[:, 3:1:-1]
-    d2 = _pts_segs_d2(_dense(y, g.at_pair), x)  # [K, 2, n, P']: samples of Y against the segments of X
-    ends = _pts_segs_d2(x[..., :: g.n], y) < g.x_end_rule  # [K, 2, n, 2]: both ends of X against Y
+    # Samples of every walk against the segments of its partner (walk i against walk 3 - i), in
+    # one go: of X only the ends count (its first and last sample), of Y = [Q, S2] every sample.
+    d2 = _pts_segs_d2(_dense(w, g.at_pair), w[:, ::-1])  # [K, 4, n, P']
     s = w[..., 1:] - w[..., :-1]
-    sx, sy = s[:, :2, :, None], s[:, 3:1:-1, None, :]
-    cross = sy.real * sx.imag - sy.imag * sx.real  # [K, 2, n, n]: segments of X, of Y
-    flat = np.take(cross * cross < _SIN_CROSS2 * g.seg ** 4, g.seg_of_pair_pt, axis=3)  # [K, 2, n, P']
-    bad = (flat & (d2 < g.close ** 2)) | (d2 < g.y_end_rule)  # (the ends of Y are its first and last sample)
-    return ~(bad.any(axis=(1, 2, 3)) | ends.any(axis=(1, 2, 3)))
+    sx, sy = s[:, 1::-1, :, None], s[:, 2:, None, :]
+    cross = sy.real * sx.imag - sy.imag * sx.real  # [K, 2, n, n]: segments of X = [P, S1], of Y = [Q, S2]
+    flat = (cross * cross < _SIN_CROSS2 * g.seg ** 4).take(g.seg_of_pair_pt, axis=3)  # [K, 2, n, P']
+    bad = np.logical_or.reduce((d2 < g.end_rule).reshape(len(w), -1), axis=1)
+    bad |= np.logical_or.reduce((flat & (d2[:, 2:] < g.close ** 2)).reshape(len(w), -1), axis=1)
+    return ~bad
 
 
 # --- distractors on an occupancy grid --------------------------------------------------------
@@ -422,46 +432,47 @@ _SETS = np.append(_BIT, FORBIDDEN)
 
 
 def _codes(h: np.ndarray) -> np.ndarray:
-    """Direction bins (heading mod 180 degrees) of segment headings h [k, n], then DIR_BINS -> [k, n + 1]."""
-    c = np.empty((len(h), h.shape[1] + 1), np.int64)
-    c[:, -1] = DIR_BINS
-    np.remainder((np.degrees(h) % 180.0 * (DIR_BINS / 180.0)).astype(np.int64), DIR_BINS, out=c[:, :-1])
+    """Direction bins (heading mod 180 degrees) of segment headings h [n, W], then a row of
+    DIR_BINS (the code of the ends) -> [n + 1, W]."""
+    c = np.empty((len(h) + 1,) + h.shape[1:], np.int64)
+    c[-1] = DIR_BINS
+    np.remainder((np.degrees(h) % 180.0 * (DIR_BINS / 180.0)).astype(np.int64), DIR_BINS, out=c[:-1])
     return c
 
 
 def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
-    """Flat grid indices [k, L] of the pixels nearest to the lookup points of curves xy [k, n + 1, 2]
-    (inside the image; see `_Geo.look_at`)."""
-    p = np.rint(_dense(xy, g.look_at))
-    return (p[..., 1] * g.grid + p[..., 0] + g.look_off).astype(np.int64)  # (exact in float64)
+    """Flat grid indices [k, L] of the pixels nearest to the lookup points (see `_Geo.look_at`)
+    of k curves xy [n + 1, k, 2] (inside the image)."""
+    i, j, f = g.look_at
+    a = xy.take(i, axis=0)
+    p = np.rint(a + f[:, None, None] * (xy.take(j, axis=0) - a))  # [L, k, 2] (as `_dense`)
+    return (p @ g.grid_xy + g.look_off[:, None]).astype(np.int64).T  # (exact in float64)
 
 
-def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, candidates: tuple) -> list[np.ndarray] | None:
-    """`count` more curves, each the next candidate (headings, placement draws) that fits
-    among those placed; more candidates are drawn while needed; None if they do not fit. Each
-    placed curve joins the grid: its `close` zone and no-go discs around its ends."""
+def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, candidates: _Walks) -> list[np.ndarray] | None:
+    """`count` more curves, each the next candidate walk that fits among those placed; more
+    candidates are drawn while needed; None if they do not fit. Each placed curve joins the
+    grid: its `close` zone and no-go discs around its ends."""
     placed = []
     room = g.size - 1 - 2 * g.margin
     grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
     outer = g.size - 1 - g.margin
     for _ in range(4):
-        h, unit = candidates
-        m = len(h)
-        v = _vertices(h, g.seg)
-        lo, hi = _extent(v)
-        unfit = (hi - lo > room).any(-1)
-        t = _shift(lo, hi, unit, g)
-        xy = v.view(np.float64).reshape(m, -1, 2)
-        xy += t[:, None]
+        w = candidates
+        v, code = w.v, w.code
+        m = v.shape[1]
+        unfit = np.logical_or.reduce(w.hi - w.lo > room, axis=1)
+        t = _shift(w.lo, w.hi, w.unit, g)
+        xy = v.view(np.float64).reshape(-1, m, 2)
+        xy += t  # the candidates in place
         look = _lookups(xy, g)  # [m, L]
         look[unfit] = len(grid) - 1  # (the cell with every bit set)
-        code = _codes(h)  # [m, n + 1]
-        check = _CLASH[code[:, g.look_code]]  # [m, L]
-        curly = (_turn_range(h) > g.free_turn).tolist()
-        where = np.concatenate([lo, hi, t], axis=1).tolist()
+        check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [m, L]
+        curly = (w.turn > g.free_turn).tolist()
+        where = np.concatenate([w.lo, w.hi, t], axis=1).tolist()
         k = -1
         while k + 1 < m:  # candidates after k that fit among everything placed so far
-            fit = np.nonzero(~np.logical_or.reduce(check[k + 1 :] & grid.take(look[k + 1 :]), axis=-1))[0] + (k + 1)
+            fit = (~np.logical_or.reduce(check[k + 1 :] & grid.take(look[k + 1 :]), axis=1)).nonzero()[0] + (k + 1)
             if not len(fit):
                 break
             fresh = []  # boxes of the curves placed since the scan
@@ -473,17 +484,16 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
                 if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
                     k = j - 1  # it may clash with a curve placed since the scan: scan again from j
                     break
-                if curly[j] and _self_bad(v[j : j + 1], g)[0]:
+                if curly[j] and _self_bad(v[:, j : j + 1].T, g)[0]:
                     continue
-                np.bitwise_or.at(grid, look[j, g.mark_pt] + g.mark_off, _SETS[code[j, g.mark_seg]])
-                placed.append(v[j])
+                np.bitwise_or.at(grid, look[j, g.mark_pt] + g.mark_off, _SETS[code[g.mark_seg, j]])
+                placed.append(v[:, j])
                 if len(placed) == count:
                     return placed
                 fresh.append(bj)
             else:
                 break  # every later candidate clashed already before these were placed
-        *_, h, unit = _draw(rng, g, 0, 6 * count + 16)
-        candidates = (h, unit)
+        candidates = _draw(rng, g, 0, 6 * count + 16)
     return None
 
 
@@ -497,7 +507,7 @@ def _target_crossings(curves: np.ndarray) -> np.ndarray:
     uw = u.real * w.imag - u.imag * w.real
     side_a = w.real * dc.imag - w.imag * dc.real  # (minus) side of a against segment c; of a + u: side_a + uw
     crossing = (side_c * (side_c + uw) < 0) & (side_a * (side_a + uw) < 0)  # [n, M]
-    return crossing.reshape(n, -1, n).sum(axis=(0, 2))
+    return np.add.reduce(crossing.reshape(n, -1, n), axis=(0, 2))
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -532,7 +542,7 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     d2 += qy * qy
     d2 = d2.ravel()
     P = S + 2 * W
-    inside = np.flatnonzero(d2 < (g.r_stroke + 0.5) ** 2)  # coverage > 0
+    inside = (d2 < (g.r_stroke + 0.5) ** 2).nonzero()[0]  # coverage > 0
     oi = o.astype(np.int64) + W
     flat = ((oi[:, 1] * P + oi[:, 0])[:, None] + g.win_flat).ravel()[inside]
     level = np.rint(np.minimum(g.r_stroke + 0.5 - np.sqrt(d2[inside]), 1.0) * ALPHA_LEVELS).astype(np.int64)
@@ -542,7 +552,7 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     lev = canvas >> 6
     member = int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS))
     inst = np.where(lev >= member, canvas & 63, 0).astype(np.int8)
-    first = int(np.searchsorted(inside, n * W * W))  # curve 1 owns the first n segments
+    first = int(inside.searchsorted(n * W * W))  # curve 1 owns the first n segments
     target = np.zeros(P * P, bool)
     target[flat[:first][level[:first] >= member]] = True
     return lev, inst, target.reshape(P, P)[W : W + S, W : W + S]
@@ -582,7 +592,7 @@ def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
         discs.append((y0, y1, x0, x1, alpha[..., None]))
     r0, r1 = min(d[0] for d in discs), max(d[1] for d in discs)
     c0, c1 = min(d[2] for d in discs), max(d[3] for d in discs)
-    box = np.take(_STROKE_RGB, lev[r0:r1, c0:c1], axis=0)
+    box = _STROKE_RGB.take(lev[r0:r1, c0:c1], axis=0)
     for y0, y1, x0, x1, a in discs:  # as render.paint
         part = box[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
         part[...] = part * (1.0 - a) + _MARKER * a
@@ -602,20 +612,18 @@ def _angle(t: complex, w: complex) -> float:
 def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
     """All curves [2 + distractors, n + 1] of one picture: S1, S2, then the distractors."""
     for _ in range(MAX_LAYOUTS):
-        s1, s2, h1, h2, candidates = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
-        main = np.stack([s1, s2])
+        s1, s2, code, candidates = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
         if not distractors:
-            return main
+            return np.array([s1, s2])
         # The `close` zone of the main strokes, then no-go zones around every marker candidate
         # (A, B1, E2), whatever the answer, and around the free end of S2 (see `_Geo.main_pt`).
-        look = _lookups(main.view(np.float64).reshape(2, -1, 2), g)
-        code = _codes(np.stack([h1, h2]))
+        look = _lookups(np.array([s1, s2]).T.copy().view(np.float64).reshape(-1, 2, 2), g)  # [2, L]
         grid = np.zeros(g.grid * g.grid + 1, np.int64)
         grid[-1] = -1  # the cell with every bit set
         np.bitwise_or.at(grid, look.ravel()[g.main_pt] + g.main_off, _SETS[code.ravel()[g.main_seg]])
         extra = _distractors(rng, g, grid, distractors, candidates)
         if extra is not None:
-            return np.stack([s1, s2, *extra])
+            return np.array([s1, s2, *extra])
     raise RuntimeError(f"curve_tracing: {distractors} distractors do not fit after {MAX_LAYOUTS} layouts; "
                        "use fewer or shorter curves")
 
