@@ -14,10 +14,11 @@ seed (--seed) differs from every training and evaluation seed.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+
+from recurvlm.report import add_checkpoint_args, guarded, labels_of, save_figure, write_rows
 
 
 def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, iterations: int | None,
@@ -73,16 +74,12 @@ def plot(rows: list[dict], out: Path) -> None:
     ax.title.set_fontsize(8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"border_ownership.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(fig, out, "border_ownership")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", type=Path, action="append", required=True, help="a checkpoint (repeat)")
-    p.add_argument("--label", action="append", help="a label per --ckpt (default: the run's name)")
+    add_checkpoint_args(p)
     p.add_argument("--n", type=int, default=100, help="stimulus instances (each gives 4 displays)")
     p.add_argument("--level", default="easy", help="border_ownership level the geometry comes from")
     p.add_argument("--seed", type=int, default=8000)
@@ -90,22 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=None, help="T for recurrent models (default: training T)")
     p.add_argument("--out", type=Path, default=Path("border_ownership"))
     a = p.parse_args(argv)
-    labels = a.label or [c.parent.parent.parent.parent.name for c in a.ckpt]
-    if len(labels) != len(a.ckpt):
-        raise SystemExit(f"border_ownership: {len(labels)} --label for {len(a.ckpt)} --ckpt")
+    labels = labels_of(a, "border_ownership")
     if a.n < 3:
         raise SystemExit(f"border_ownership: --n {a.n}; valid: >= 3 instances")
-    from recurvlm.training.checkpoints import CheckpointError
-
-    try:
-        rows = run(a.ckpt, labels, a.n, a.seed, a.level, a.iterations, a.alpha)
-    except (CheckpointError, KeyError, ValueError) as e:
-        raise SystemExit(f"border_ownership: {e.args[0] if e.args else e}") from None
-    a.out.mkdir(parents=True, exist_ok=True)
-    with open(a.out / "border_ownership.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    rows = guarded("border_ownership", run, a.ckpt, labels, a.n, a.seed, a.level, a.iterations, a.alpha)
+    write_rows(rows, a.out / "border_ownership.csv")
     plot(rows, a.out)
     print(a.out / "border_ownership.csv")
 

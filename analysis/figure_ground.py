@@ -15,10 +15,11 @@ latency) and figure_ground.{png,pdf}.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
+
+from recurvlm.report import add_checkpoint_args, guarded, labels_of, save_figure, write_rows
 
 
 def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, iterations: int | None,
@@ -68,16 +69,12 @@ def plot(rows: list[dict], out: Path) -> None:
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"figure_ground.{ext}", dpi=130)
-    plt.close(fig)
+    save_figure(fig, out, "figure_ground")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", type=Path, action="append", required=True, help="a checkpoint (repeat)")
-    p.add_argument("--label", action="append", help="a label per --ckpt (default: the run's name)")
+    add_checkpoint_args(p)
     p.add_argument("--n", type=int, default=200, help="figure_ground images")
     p.add_argument("--level", default="easy")
     p.add_argument("--seed", type=int, default=9000)
@@ -85,20 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=None, help="T for recurrent models (default: training T)")
     p.add_argument("--out", type=Path, default=Path("figure_ground"))
     a = p.parse_args(argv)
-    labels = a.label or [c.parent.parent.parent.parent.name for c in a.ckpt]
-    if len(labels) != len(a.ckpt):
-        raise SystemExit(f"figure_ground: {len(labels)} --label for {len(a.ckpt)} --ckpt")
-    from recurvlm.training.checkpoints import CheckpointError
-
-    try:
-        rows = run(a.ckpt, labels, a.n, a.seed, a.level, a.iterations, a.block)
-    except (CheckpointError, KeyError, ValueError) as e:
-        raise SystemExit(f"figure_ground: {e.args[0] if e.args else e}") from None
-    a.out.mkdir(parents=True, exist_ok=True)
-    with open(a.out / "figure_ground.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    labels = labels_of(a, "figure_ground")
+    rows = guarded("figure_ground", run, a.ckpt, labels, a.n, a.seed, a.level, a.iterations, a.block)
+    write_rows(rows, a.out / "figure_ground.csv")
     plot(rows, a.out)
     print(a.out / "figure_ground.csv")
 

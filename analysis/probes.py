@@ -15,11 +15,12 @@ models' `features` API only.
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from recurvlm.report import add_checkpoint_args, guarded, labels_of, save_figure, write_rows
 
 
 def run(ckpts: list[Path], labels: list[str], task: str, level: str, target: str, n_train: int, n_test: int,
@@ -71,16 +72,12 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
         ax.set_title(f"{m}\n({n_ckpt} checkpoint{'s' if n_ckpt > 1 else ''})", fontsize=8)
     fig.colorbar(im, ax=axes[0].tolist(), label="held-out balanced accuracy")
     fig.suptitle(title, fontsize=9, y=1.12)
-    out.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(out / f"probes.{ext}", dpi=130, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, "probes", bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", type=Path, action="append", required=True, help="a checkpoint (repeat)")
-    p.add_argument("--label", action="append", help="a label per --ckpt (default: the run's name)")
+    add_checkpoint_args(p)
     p.add_argument("--task", required=True)
     p.add_argument("--level", default="easy")
     p.add_argument("--target", required=True, help="figure | boundary | ownership | path | target_curve")
@@ -91,21 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=None, help="T for recurrent models (default: training T)")
     p.add_argument("--out", type=Path, default=Path("probes"))
     a = p.parse_args(argv)
-    labels = a.label or [c.parent.parent.parent.parent.name for c in a.ckpt]
-    if len(labels) != len(a.ckpt):
-        raise SystemExit(f"probes: {len(labels)} --label for {len(a.ckpt)} --ckpt")
-    from recurvlm.training.checkpoints import CheckpointError
-
-    try:
-        rows = run(a.ckpt, labels, a.task, a.level, a.target, a.n_train, a.n_test, a.train_seed, a.test_seed,
-                   a.iterations)
-    except (CheckpointError, KeyError, ValueError) as e:
-        raise SystemExit(f"probes: {e.args[0] if e.args else e}") from None
-    a.out.mkdir(parents=True, exist_ok=True)
-    with open(a.out / "probes.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    labels = labels_of(a, "probes")
+    rows = guarded("probes", run, a.ckpt, labels, a.task, a.level, a.target, a.n_train, a.n_test, a.train_seed,
+                   a.test_seed, a.iterations)
+    write_rows(rows, a.out / "probes.csv")
     plot(rows, a.out, f"{a.task}/{a.level}: linear probe for {a.target}\n"
                       f"({a.n_train} probe-train / {a.n_test} held-out images; chance 0.5)")
     print(a.out / "probes.csv")
