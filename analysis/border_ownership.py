@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recurvlm.report import add_checkpoint_args, guarded, labels_of, save_figure, write_rows
+from recurvlm.report import add_checkpoint_args, guarded, labels_of, mean_ci, save_figure, write_rows
 
 
 def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, iterations: int | None,
@@ -46,19 +46,14 @@ def plot(rows: list[dict], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from scipy import stats
-
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for label in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == label]
         last = max(r["iteration"] for r in mine)
         for it in sorted({1, last}):
             blocks = sorted({r["block"] for r in mine})
-            mean, half = [], []
-            for b in blocks:
-                v = np.array([r["share_selective"] for r in mine if r["block"] == b and r["iteration"] == it])
-                mean.append(v.mean())
-                half.append(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0)
+            mean, half = zip(*(mean_ci([r["share_selective"] for r in mine if r["block"] == b
+                                        and r["iteration"] == it]) for b in blocks))
             n_ck = len({r["checkpoint"] for r in mine})
             name = label if last == 1 else f"{label}, iteration {it}"
             ax.errorbar(blocks, mean, yerr=half, marker="o", capsize=3, ls="-" if it == last else ":",

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from recurvlm.report import add_checkpoint_args, guarded, labels_of, save_figure, write_rows
+from recurvlm.report import add_checkpoint_args, guarded, labels_of, mean_ci, save_figure, write_rows
 
 
 def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, iterations: int | None,
         block: int) -> list[dict]:
-    from scipy import stats
-
+    """One row per checkpoint, region and iteration: the mean index over images, its 95%
+    interval over images, and the checkpoint's latency."""
     from recurvlm.neuro import fgm_time_course, latency
     from recurvlm.training.checkpoints import load_model
 
@@ -36,14 +36,12 @@ def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, ite
         j = layers.index(block % len(layers))
         for region, v in courses.items():
             per_t = v[:, j]  # [T, n]
-            means = np.nanmean(per_t, axis=1)
-            lat = latency(means)
+            lat = latency(np.nanmean(per_t, axis=1))
             for t in range(per_t.shape[0]):
-                x = per_t[t][~np.isnan(per_t[t])]
-                half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+                x = per_t[t][~np.isnan(per_t[t])].tolist()
+                mean, half = mean_ci(x)
                 rows.append({"model": label, "checkpoint": str(ckpt), "region": region, "block": layers[j],
-                             "iteration": t + 1, "index": float(means[t]), "ci95": float(half), "n_images": len(x),
-                             "latency": lat})
+                             "iteration": t + 1, "index": mean, "ci95": half, "n_images": len(x), "latency": lat})
     return rows
 
 
@@ -55,16 +53,25 @@ def plot(rows: list[dict], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, (label, ckpt) in enumerate(dict.fromkeys((r["model"], r["checkpoint"]) for r in rows)):
+    n_ckpt = 1
+    for k, label in enumerate(dict.fromkeys(r["model"] for r in rows)):
         for region, ls in (("edge", "-"), ("centre", "--")):
-            mine = [r for r in rows if r["checkpoint"] == ckpt and r["region"] == region]
-            its = [r["iteration"] for r in mine]
-            ax.errorbar(its, [r["index"] for r in mine], yerr=[r["ci95"] for r in mine], ls=ls, marker="o", ms=3,
-                        color=colours[k % len(colours)],
-                        capsize=2, label=f"{label}: {region} (latency {mine[0]['latency']:.1f})")
+            mine = [r for r in rows if r["model"] == label and r["region"] == region]
+            ckpts = list(dict.fromkeys(r["checkpoint"] for r in mine))
+            n_ckpt = len(ckpts)
+            its = sorted({r["iteration"] for r in mine})
+            if n_ckpt > 1:  # mean and 95% interval over checkpoints (seeds) of the per-checkpoint means
+                stats = [mean_ci([r["index"] for r in mine if r["iteration"] == t]) for t in its]
+            else:  # one checkpoint: the interval over images
+                stats = [(r["index"], r["ci95"]) for r in sorted(mine, key=lambda r: r["iteration"])]
+            lat = np.nanmean([next(r["latency"] for r in mine if r["checkpoint"] == c) for c in ckpts])
+            ax.errorbar(its, [m for m, _ in stats], yerr=[c for _, c in stats], ls=ls, marker="o", ms=3,
+                        color=colours[k % len(colours)], capsize=2,
+                        label=f"{label}: {region} (n={n_ckpt}, latency {lat:.1f})")
     ax.axhline(0, color="0.5", lw=1)
     ax.set(xlabel="iteration", ylabel="modulation index vs ground",
-           title=f"figure-ground modulation, block {rows[0]['block']} ({rows[0]['n_images']} images, 95% CI)")
+           title=f"figure-ground modulation, block {rows[0]['block']} ({rows[0]['n_images']} images; "
+                 f"95% CI over {'seeds' if n_ckpt > 1 else 'images'})")
     ax.title.set_fontsize(8)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=6)

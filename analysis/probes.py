@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recurvlm.report import add_checkpoint_args, guarded, labels_of, save_figure, write_rows
+from recurvlm.report import add_checkpoint_args, guarded, labels_of, mean_ci, save_figure, write_rows
 
 
 def run(ckpts: list[Path], labels: list[str], task: str, level: str, target: str, n_train: int, n_test: int,
@@ -60,16 +60,19 @@ def plot(rows: list[dict], out: Path, title: str) -> None:
                 acc[(r["block"], r["iteration"])].append(r["test_acc"])
         blocks = sorted({b for b, _ in acc})
         its = sorted({t for _, t in acc})
-        grid = np.array([[np.mean(acc[(b, t)]) for t in its] for b in blocks])
+        stats = {k: mean_ci(v) for k, v in acc.items()}  # mean and 95% t-interval over checkpoints
+        grid = np.array([[stats[(b, t)][0] for t in its] for b in blocks])
         im = ax.imshow(grid, origin="lower", vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
         for i, b in enumerate(blocks):
             for j, t in enumerate(its):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if grid[i, j] < 0.8 else "black")
+                ci = stats[(b, t)][1]
+                ax.text(j, i, f"{grid[i, j]:.2f}" + (f"\n±{ci:.2f}" if len(acc[(b, t)]) > 1 else ""),
+                        ha="center", va="center", fontsize=5.5, color="white" if grid[i, j] < 0.8 else "black")
         n_ckpt = len(acc[(blocks[0], its[0])])
         ax.set(xticks=range(len(its)), xticklabels=its, yticks=range(len(blocks)), yticklabels=blocks,
                xlabel="iteration", ylabel="ViT block (after)")
-        ax.set_title(f"{m}\n({n_ckpt} checkpoint{'s' if n_ckpt > 1 else ''})", fontsize=8)
+        ax.set_title(f"{m}\n({n_ckpt} checkpoint{'s' if n_ckpt > 1 else ''}"
+                     + (", mean ± 95% CI)" if n_ckpt > 1 else ")"), fontsize=8)
     fig.colorbar(im, ax=axes[0].tolist(), label="held-out balanced accuracy")
     fig.suptitle(title, fontsize=9, y=1.12)
     save_figure(fig, out, "probes", bbox_inches="tight")

@@ -61,3 +61,17 @@ def save_figure(fig: Any, out: Path, stem: str, **kwargs: Any) -> list[Path]:
         fig.savefig(p, dpi=130, **kwargs)
     plt.close(fig)
     return paths
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% t-interval (over seeds, images, ...); 0 for one value."""
+    import math
+
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)

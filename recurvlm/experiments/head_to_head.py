@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..report import mean_ci
+
 SCALES: dict[str, dict[str, Any]] = {
     # `make demo`: one task, the baseline against the GRU variant, one seed: minutes
     "demo": {"tasks": ["curve_tracing"], "models": ["clip_tiny", "recurrent_tiny"], "seeds": [0],
@@ -102,18 +104,6 @@ def rows_of(task: str, model: str, seed: int, metrics: dict[str, Any]) -> list[d
                          "train_iterations": facts["iterations"], "accuracy": acc, "n": m["n"],
                          "params": facts["params"], "flops": facts["flops"]})
     return rows
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval over seeds (0 for one seed)."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
 
 
 def at_train_t(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
