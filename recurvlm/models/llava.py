@@ -1,0 +1,174 @@
+"""The LLaVA-style pair: our vision tower -> a projector -> any transformers causal LM.
+
+As LLaVA-1.5 (Liu et al. 2023, "Improved Baselines with Visual Instruction Tuning"): the
+vision tower's hidden state at `feature_layer` (default -2, the penultimate block), its
+class token dropped (`select="default"`) or kept (`"full"`), is projected (`"linear"` or
+`"mlp<N>x_gelu"`) into the LM's embedding space and spliced into the prompt's input
+embeddings at the image placeholder tokens (one placeholder per image feature; batched, a
+masked scatter, no per-sample loops). Composition around Hugging Face models: the LM is a
+`transformers` causal LM used through its public `forward(inputs_embeds=...)`.
+
+Answers: `choice_logprobs` scores every answer choice by its log-likelihood given the image
+and the prompt (the matching-style readout of the CLIP pair, so the same training module
+and metrics apply); `generate` decodes greedily.
+
+`LlavaPair.from_pretrained` loads llava-hf-format LLaVA-1.5 checkpoints (a hub name or a
+local directory; no `trust_remote_code`) by strict state-dict copy: a checkpoint that does
+not fill every weight is a one-line error naming the keys, never a partial load.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .pretrained import StateDictMismatchError, _first_few, load_state_dict_strict, vision_kwargs_from_hf_config
+from .vit import VisionTransformer
+
+SELECT = ("default", "full")
+
+
+class Projector(nn.Module):
+    """LLaVA's multimodal projector: `linear`, or `mlp<N>x_gelu` (N linear layers with GELU
+    between them). Layer names follow llava-hf (`linear_1`, `linear_2`, ...)."""
+
+    def __init__(self, kind: str, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        m = re.fullmatch(r"mlp(\d+)x_gelu", kind)
+        if kind == "linear":
+            n = 1
+        elif m and int(m.group(1)) >= 1:
+            n = int(m.group(1))
+        else:
+            raise ValueError(f"unknown projector {kind!r}; valid: linear, mlp<N>x_gelu (e.g. mlp2x_gelu)")
+        self.kind, self.n = kind, n
+        for i in range(n):
+            setattr(self, f"linear_{i + 1}", nn.Linear(in_dim if i == 0 else out_dim, out_dim))
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i in range(self.n):
+            x = getattr(self, f"linear_{i + 1}")(x if i == 0 else self.act(x))
+        return x
+
+
+class LlavaPair(nn.Module):
+    """Vision tower + projector + causal LM (see the module docstring)."""
+
+    def __init__(self, *, vision: VisionTransformer, lm: nn.Module, image_token_id: int,
+                 projector: str = "mlp2x_gelu", feature_layer: int = -2, select: str = "default") -> None:
+        super().__init__()
+        if select not in SELECT:
+            raise ValueError(f"unknown select {select!r}; valid: {', '.join(SELECT)}")
+        if not -(vision.depth + 1) <= feature_layer <= vision.depth:
+            raise ValueError(f"feature_layer={feature_layer}: valid -{vision.depth + 1}..{vision.depth} "
+                             f"(hidden states of a {vision.depth}-block tower)")
+        self.vision_model = vision
+        self.lm = lm
+        self.image_token_id = int(image_token_id)
+        self.feature_layer, self.select = feature_layer, select
+        hidden = lm.get_input_embeddings().embedding_dim
+        self.multi_modal_projector = Projector(projector, vision.width, hidden)
+
+    @property
+    def recurrent(self) -> bool:
+        return False
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Placeholders per image: one per patch (+1 with the class token kept)."""
+        return self.vision_model.num_patches + (self.vision_model.num_prefix_tokens if self.select == "full" else 0)
+
+    def image_features(self, pixel_values: Tensor) -> Tensor:
+        """Projected image features [B, num_image_tokens, H] of normalised pixel values."""
+        v = self.vision_model(pixel_values, return_hidden=True)
+        h = v.hidden_states[self.feature_layer]
+        if self.select == "default":
+            h = h[:, self.vision_model.num_prefix_tokens :]
+        return self.multi_modal_projector(h)
+
+    def embed(self, input_ids: Tensor, pixel_values: Tensor) -> Tensor:
+        """Input embeddings [B, L, H] with the image features spliced in at the placeholders."""
+        is_image = input_ids == self.image_token_id
+        feats = self.image_features(pixel_values)  # [B, N, H]
+        per_row = is_image.sum(1)
+        if not bool((per_row == feats.shape[1]).all()):
+            raise ValueError(f"every sequence needs exactly {feats.shape[1]} image tokens (id {self.image_token_id}); "
+                             f"got {per_row.tolist()}")
+        embeds = self.lm.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
+        return embeds.masked_scatter(is_image[..., None], feats.to(embeds.dtype))
+
+    def forward(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Next-token logits [B, L, V]."""
+        return self.lm(inputs_embeds=self.embed(input_ids, pixel_values), attention_mask=attention_mask).logits
+
+    def choice_logprobs(self, pixel_values: Tensor, prompt_ids: Tensor, prompt_mask: Tensor, answer_ids: Tensor,
+                        answer_mask: Tensor) -> Tensor:
+        """Log-likelihood [B, K] of each answer choice after its prompt.
+
+        prompt_ids / prompt_mask [B, P] (left-padded, with the image placeholders); answer_ids
+        / answer_mask [B, K, A] (right-padded). One LM pass per choice, batched over B x K;
+        the image is encoded once per item."""
+        b, k, a = answer_ids.shape
+        embeds = self.embed(prompt_ids, pixel_values)  # [B, P, H]
+        ans = self.lm.get_input_embeddings()(answer_ids)  # [B, K, A, H]
+        seq = torch.cat([embeds[:, None].expand(-1, k, -1, -1), ans], dim=2).flatten(0, 1)  # [BK, P+A, H]
+        mask = torch.cat([prompt_mask[:, None].expand(-1, k, -1), answer_mask], dim=2).flatten(0, 1)
+        logits = self.lm(inputs_embeds=seq, attention_mask=mask.long()).logits  # [BK, P+A, V]
+        p = prompt_ids.shape[1]
+        logp = logits[:, p - 1 : p + a - 1].log_softmax(-1)  # predicts answer tokens 0..A-1
+        tok = logp.gather(-1, answer_ids.flatten(0, 1)[..., None]).squeeze(-1)  # [BK, A]
+        return (tok * answer_mask.flatten(0, 1)).sum(-1).view(b, k)
+
+    @torch.no_grad()
+    def generate(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor, *,
+                 max_new_tokens: int = 8) -> Tensor:
+        """Greedy continuation ids [B, max_new_tokens] (left-padded prompts)."""
+        return self.lm.generate(inputs_embeds=self.embed(input_ids, pixel_values), attention_mask=attention_mask,
+                                max_new_tokens=max_new_tokens, do_sample=False)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs: Any) -> LlavaPair:
+        """A llava-hf LLaVA-1.5 checkpoint (hub name or local directory) as a LlavaPair."""
+        from transformers import AutoConfig, AutoModelForCausalLM, LlavaForConditionalGeneration
+
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=False)
+        if config.model_type != "llava":
+            raise ValueError(f"{name_or_path} is a {config.model_type!r} checkpoint, not llava")
+        hf, info = LlavaForConditionalGeneration.from_pretrained(name_or_path, output_loading_info=True,
+                                                                 trust_remote_code=False)
+        if info["missing_keys"] or info["mismatched_keys"]:
+            bad = list(info["missing_keys"]) + [str(m) for m in info["mismatched_keys"]]
+            raise StateDictMismatchError(f"{name_or_path} does not fill LlavaForConditionalGeneration: "
+                                         f"missing or mismatched keys [{_first_few(bad)}]")
+        fl = config.vision_feature_layer
+        feature_layers = list(fl) if isinstance(fl, (list, tuple)) else [fl]
+        if len(feature_layers) != 1:
+            raise ValueError(f"{name_or_path}: vision_feature_layer={fl}; supported: one layer")
+        act = getattr(config, "projector_hidden_act", "gelu")
+        if act != "gelu":
+            raise ValueError(f"{name_or_path}: projector_hidden_act={act!r}; supported: gelu")
+        state = hf.state_dict()
+        vision = VisionTransformer(**vision_kwargs_from_hf_config(config.vision_config))
+        load_state_dict_strict(vision, {k.removeprefix("model.vision_tower."): v for k, v in state.items()
+                                        if k.startswith("model.vision_tower.") and not k.endswith("position_ids")},
+                               source=str(name_or_path))
+        lm = AutoModelForCausalLM.from_config(config.text_config)
+        lm_state = {("model." + k.removeprefix("model.language_model.")): v for k, v in state.items()
+                    if k.startswith("model.language_model.")}
+        lm_state.update({k: v for k, v in state.items() if k.startswith("lm_head.")})
+        if getattr(config.text_config, "tie_word_embeddings", False) and "lm_head.weight" not in lm_state:
+            lm_state["lm_head.weight"] = lm_state["model.embed_tokens.weight"]
+        load_state_dict_strict(lm, lm_state, source=str(name_or_path))
+        n_proj = sum(1 for k in state if k.startswith("model.multi_modal_projector.linear_") and k.endswith(".weight"))
+        pair = cls(vision=vision, lm=lm, image_token_id=config.image_token_index,
+                   projector="linear" if n_proj == 1 else f"mlp{n_proj}x_gelu",
+                   feature_layer=int(feature_layers[0]),
+                   select="default" if config.vision_feature_select_strategy == "default" else "full", **kwargs)
+        load_state_dict_strict(pair.multi_modal_projector,
+                               {k.removeprefix("model.multi_modal_projector."): v for k, v in state.items()
+                                if k.startswith("model.multi_modal_projector.")}, source=str(name_or_path))
+        return pair.eval()
