@@ -32,6 +32,12 @@ def build_model(model_cfg: DictConfig | dict[str, Any], tokenizer: Any):
     if vocab is not None and tokenizer.vocab_size > vocab:
         raise ValueError(f"model.net.text.vocab_size={vocab} is smaller than the tokenizer's vocabulary "
                          f"({tokenizer.vocab_size}); raise it")
+    image_token = getattr(net, "image_token_id", None)
+    if image_token is not None:
+        lm_vocab = net.lm.get_input_embeddings().num_embeddings
+        if not tokenizer.vocab_size <= image_token < lm_vocab:
+            raise ValueError(f"model.net.image_token_id={image_token} must lie in [{tokenizer.vocab_size}, {lm_vocab}) "
+                             f"(above the tokenizer's ids, inside the LM's vocabulary)")
     return net
 
 

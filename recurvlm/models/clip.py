@@ -36,6 +36,12 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def pixel_values(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """uint8 [B, 3, H, W] (or float in [0, 1]) -> (x - mean) / std, mean and std [1, 3, 1, 1]."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    return (x - mean) / std
+
+
 class CLIPPair(nn.Module):
     """Vision tower + text tower + projections into one embedding space.
 
@@ -76,8 +82,7 @@ class CLIPPair(nn.Module):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 [B, 3, H, W] (or float in [0, 1]) -> normalised float pixel values."""
-        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
-        return (x - self.image_mean) / self.image_std
+        return pixel_values(images, self.image_mean, self.image_std)
 
     def encode_image(self, images: Tensor) -> Tensor:
         """L2-normalised image embeddings [B, E]."""

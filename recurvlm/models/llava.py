@@ -25,6 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .clip import pixel_values
+from .losses import choice_loss
+from .outputs import VLMOutput
 from .pretrained import StateDictMismatchError, _first_few, load_state_dict_strict, vision_kwargs_from_hf_config
 from .vit import VisionTransformer
 
@@ -59,7 +62,8 @@ class LlavaPair(nn.Module):
     """Vision tower + projector + causal LM (see the module docstring)."""
 
     def __init__(self, *, vision: VisionTransformer, lm: nn.Module, image_token_id: int,
-                 projector: str = "mlp2x_gelu", feature_layer: int = -2, select: str = "default") -> None:
+                 projector: str = "mlp2x_gelu", feature_layer: int = -2, select: str = "default",
+                 image_mean: tuple[float, ...] = (0.5, 0.5, 0.5), image_std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> None:
         super().__init__()
         if select not in SELECT:
             raise ValueError(f"unknown select {select!r}; valid: {', '.join(SELECT)}")
@@ -72,6 +76,8 @@ class LlavaPair(nn.Module):
         self.feature_layer, self.select = feature_layer, select
         hidden = lm.get_input_embeddings().embedding_dim
         self.multi_modal_projector = Projector(projector, vision.width, hidden)
+        self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def recurrent(self) -> bool:
@@ -81,6 +87,45 @@ class LlavaPair(nn.Module):
     def num_image_tokens(self) -> int:
         """Placeholders per image: one per patch (+1 with the class token kept)."""
         return self.vision_model.num_patches + (self.vision_model.num_prefix_tokens if self.select == "full" else 0)
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """uint8 [B, 3, H, W] (or float in [0, 1]) -> normalised float pixel values."""
+        return pixel_values(images, self.image_mean, self.image_std)
+
+    def forward_choices(self, images: Tensor, choice_ids: Tensor, choice_mask: Tensor, choice_valid: Tensor,
+                        question_ids: Tensor, question_mask: Tensor) -> VLMOutput:
+        """The matching interface of the CLIP pair (what the training module calls): each
+        choice "<question> <answer>" [B, K, L] is scored by the log-likelihood of its answer
+        tokens after [image tokens, question]. The answer is what follows the longest prefix the
+        choice shares with the question alone [B, L], so any tokenizer that encodes
+        "<question> <answer>" as the question's tokens followed by the answer's works."""
+        b, k, _ = choice_ids.shape
+        dev = choice_ids.device
+        shared = ((choice_ids == question_ids[:, None]) & choice_mask.bool()).long().cumprod(-1).sum(-1)  # [B, K]
+        p_len = shared.masked_fill(~choice_valid, 10**9).min(1).values.clamp(max=question_ids.shape[1])  # [B]
+        c_len = choice_mask.long().sum(-1)  # [B, K]
+        n_img = self.num_image_tokens
+        # prompt = [image tokens, question prefix], left-padded so every answer starts at one column
+        full = torch.cat([torch.full((b, n_img), self.image_token_id, device=dev, dtype=question_ids.dtype),
+                          question_ids], dim=1)
+        lens = n_img + p_len
+        width = int(lens.max())
+        src = torch.arange(width, device=dev)[None] - (width - lens)[:, None]  # [B, W]
+        prompt_mask = src >= 0
+        prompt = full.gather(1, src.clamp(min=0)).masked_fill(~prompt_mask, 0)
+        a_len = (c_len - p_len[:, None]).clamp(min=0).masked_fill(~choice_valid, 0)
+        a_width = max(int(a_len.max()), 1)
+        idx = (p_len[:, None, None] + torch.arange(a_width, device=dev)).expand(b, k, a_width)  # [B, K, A]
+        answer_mask = torch.arange(a_width, device=dev) < a_len[..., None]
+        answers = choice_ids.gather(2, idx.clamp(max=choice_ids.shape[2] - 1)).masked_fill(~answer_mask, 0)
+        scores = self.choice_logprobs(self.preprocess(images), prompt, prompt_mask, answers, answer_mask)
+        logits = scores.masked_fill(~choice_valid, float("-inf"))
+        return VLMOutput(logits=logits[None])
+
+    def loss(self, out: VLMOutput, labels: Tensor) -> dict[str, Tensor]:
+        """Cross-entropy over the choices' log-likelihoods; `loss` is the sum of the terms."""
+        terms = choice_loss(out.final_logits, labels)
+        return {"loss": sum(terms.values()), **terms}
 
     def image_features(self, pixel_values: Tensor) -> Tensor:
         """Projected image features [B, num_image_tokens, H] of normalised pixel values."""
@@ -101,9 +146,21 @@ class LlavaPair(nn.Module):
         embeds = self.lm.get_input_embeddings()(input_ids.masked_fill(is_image, 0))
         return embeds.masked_scatter(is_image[..., None], feats.to(embeds.dtype))
 
-    def forward(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """Next-token logits [B, L, V]."""
-        return self.lm(inputs_embeds=self.embed(input_ids, pixel_values), attention_mask=attention_mask).logits
+    def forward(self, images: Tensor, choice_ids: Tensor, choice_mask: Tensor, choice_valid: Tensor,
+                question_ids: Tensor | None = None, question_mask: Tensor | None = None, *,
+                iterations: int | None = None, record: bool = False) -> VLMOutput:
+        """Score answer choices (the training and evaluation interface; see `forward_choices`)."""
+        if iterations not in (None, 1):
+            raise ValueError("a feedforward model runs one iteration; iterations needs a recurrent model")
+        if question_ids is None or question_mask is None:
+            raise ValueError("the LLaVA pair needs question_ids and question_mask (its prompt)")
+        return self.forward_choices(images, choice_ids, choice_mask, choice_valid, question_ids, question_mask)
+
+    def lm_logits(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Next-token logits [B, L, V] of prompts with image placeholders (normalised pixels)."""
+        position_ids = None if attention_mask is None else (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.lm(inputs_embeds=self.embed(input_ids, pixel_values), attention_mask=attention_mask,
+                       position_ids=position_ids).logits
 
     def choice_logprobs(self, pixel_values: Tensor, prompt_ids: Tensor, prompt_mask: Tensor, answer_ids: Tensor,
                         answer_mask: Tensor) -> Tensor:
@@ -116,8 +173,9 @@ class LlavaPair(nn.Module):
         embeds = self.embed(prompt_ids, pixel_values)  # [B, P, H]
         ans = self.lm.get_input_embeddings()(answer_ids)  # [B, K, A, H]
         seq = torch.cat([embeds[:, None].expand(-1, k, -1, -1), ans], dim=2).flatten(0, 1)  # [BK, P+A, H]
-        mask = torch.cat([prompt_mask[:, None].expand(-1, k, -1), answer_mask], dim=2).flatten(0, 1)
-        logits = self.lm(inputs_embeds=seq, attention_mask=mask.long()).logits  # [BK, P+A, V]
+        mask = torch.cat([prompt_mask[:, None].expand(-1, k, -1), answer_mask], dim=2).flatten(0, 1).long()
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions count real tokens
+        logits = self.lm(inputs_embeds=seq, attention_mask=mask, position_ids=position_ids).logits  # [BK, P+A, V]
         p = prompt_ids.shape[1]
         logp = logits[:, p - 1 : p + a - 1].log_softmax(-1)  # predicts answer tokens 0..A-1
         tok = logp.gather(-1, answer_ids.flatten(0, 1)[..., None]).squeeze(-1)  # [BK, A]

@@ -46,7 +46,7 @@ def test_llava_pair_equals_transformers_llava(tmp_path, monkeypatch, select, lay
     mask = torch.ones_like(ids)
     with torch.no_grad():
         want = hf(input_ids=ids, pixel_values=pixels, attention_mask=mask).logits
-        got = ours(pixels, ids, mask)
+        got = ours.lm_logits(pixels, ids, mask)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -65,7 +65,7 @@ def test_choice_logprobs_are_the_sums_of_next_token_logprobs(tmp_path, monkeypat
             for k in range(2):
                 n = int(a_mask[i, k].sum())
                 seq = torch.cat([p_ids[i], a_ids[i, k, :n]])[None]
-                logp = pair(pixels[i : i + 1], seq).log_softmax(-1)[0]
+                logp = pair.lm_logits(pixels[i : i + 1], seq).log_softmax(-1)[0]
                 want = sum(logp[len(p_ids[i]) - 1 + j, a_ids[i, k, j]] for j in range(n))
                 torch.testing.assert_close(scores[i, k], want, rtol=1e-4, atol=1e-4)
 
@@ -77,7 +77,7 @@ def test_bad_inputs_fail_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"exactly 16 image tokens \(id 99\); got \[15, 16\]"):
         ids = prompt(2, 16)
         ids[0, 5] = 3
-        pair(torch.zeros(2, 3, 32, 32), ids)
+        pair.lm_logits(torch.zeros(2, 3, 32, 32), ids)
     with pytest.raises(ValueError, match="valid: linear, mlp<N>x_gelu"):
         Projector("mlp2x_relu", 4, 4)
     # a checkpoint that lacks the projector: a one-line error, not random weights
@@ -89,3 +89,38 @@ def test_bad_inputs_fail_in_one_line(tmp_path, monkeypatch):
     with pytest.raises(StateDictMismatchError, match="multi_modal_projector"):
         LlavaPair.from_pretrained(str(tmp_path))
     del hf
+
+
+def test_matching_interface_scores_each_choice_after_its_own_unpadded_prompt(tmp_path, monkeypatch):
+    """forward(images, choices, ..., question) = the log-likelihood of each answer after
+    [image tokens, question], whatever the padding of a batch of different lengths."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_llava(tmp_path)
+    pair = LlavaPair.from_pretrained(str(tmp_path))
+    bos, eos = 1, 2
+    questions = [[bos, 10, 11, 12], [bos, 20, 21]]
+    answers = [[[30], [31, 32]], [[40, 41, 42], [43]]]
+    L = 9
+    q_ids = torch.zeros(2, L, dtype=torch.long)
+    c_ids = torch.zeros(2, 2, L, dtype=torch.long)
+    for i, q in enumerate(questions):
+        q_ids[i, : len(q) + 1] = torch.tensor(q + [eos])
+        for k, a in enumerate(answers[i]):
+            c_ids[i, k, : len(q) + len(a) + 1] = torch.tensor(q + a + [eos])
+    q_mask, c_mask = q_ids != 0, c_ids != 0
+    valid = torch.ones(2, 2, dtype=torch.bool)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        out = pair(images, c_ids, c_mask, valid, q_ids, q_mask)
+        assert out.logits.shape == (1, 2, 2)
+        for i, q in enumerate(questions):
+            for k, a in enumerate(answers[i]):
+                target = a + [eos]
+                seq = torch.tensor([IMAGE_TOKEN] * 16 + q + target)[None]
+                logp = pair.lm_logits(pair.preprocess(images[i : i + 1]), seq).log_softmax(-1)[0]
+                start = 16 + len(q)
+                want = sum(logp[start - 1 + j, t] for j, t in enumerate(target))
+                torch.testing.assert_close(out.logits[0, i, k], want, rtol=1e-4, atol=1e-4)
+        # a padding choice scores -inf
+        valid[1, 1] = False
+        assert pair(images, c_ids, c_mask, valid, q_ids, q_mask).logits[0, 1, 1] == float("-inf")

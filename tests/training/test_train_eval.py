@@ -252,3 +252,20 @@ def test_figures_train_reuse_runs_and_draw(tmp_path, tiny_overrides):
         figures.main(["fig=nope"])
     with pytest.raises(SystemExit, match=r"seeds='a'"):
         figures.main(["fig=probes", "seeds=a"])
+
+
+def test_llava_pair_trains_tests_and_evaluates(train_cfg, compose_cfg, tmp_path):
+    """model=llava_tiny through the same training module, checkpoint and recurvlm-eval."""
+    cfg = train_cfg("model=llava_tiny", "task=counting", "debug=fast", "logger=none", "trainer.enable_progress_bar=false",
+                    "callbacks.progress_bar=null", tiny=False)
+    metrics = train(cfg)
+    assert metrics["n"] == 3 * cfg.data.n_test and 0.0 <= metrics["accuracy"] <= 1.0
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    ecfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "task=counting", "data.n_test=8",
+                                "trainer.enable_progress_bar=false"], tmp_path / "eval")
+    (tmp_path / "eval").mkdir()
+    em = evaluate(ecfg)
+    assert em["n"] == 3 * 8
+    bad = train_cfg("model=llava_tiny", "model.net.image_token_id=3", tiny=False)
+    with pytest.raises(ValueError, match=r"image_token_id=3 must lie in \[\d+, 256\)"):
+        train(bad)
