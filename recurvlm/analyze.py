@@ -94,8 +94,17 @@ def _rows(d: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
     return rows
 
 
+def shown_iterations(t: int, most: int = 8) -> list[int]:
+    """0-based iterations drawn in the PNG grid: all up to `most`, else log-spaced from the
+    first to the last (the GIF has every iteration)."""
+    if t <= most:
+        return list(range(t))
+    return sorted({int(round(x)) - 1 for x in np.geomspace(1, t, most)})
+
+
 def draw(d: dict[str, np.ndarray], i: int, question: str, out: Path) -> list[Path]:
-    """dynamics_<i>.png (rows x iterations) and dynamics_<i>.gif (a frame per iteration)."""
+    """dynamics_<i>.png (rows x iterations, at most 8 columns) and dynamics_<i>.gif (a frame
+    per iteration)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,10 +117,12 @@ def draw(d: dict[str, np.ndarray], i: int, question: str, out: Path) -> list[Pat
     label = int(d["labels"][i])
     p_correct = d["probs"][:, i, label]
     scale = {name: float(m[:, i].max()) for name, m in rows}  # one colour scale per row, over iterations
-    fig, axes = plt.subplots(len(rows), t, figsize=(1.6 * t + 0.4, 1.7 * len(rows) + 0.5), squeeze=False)
+    cols = shown_iterations(t)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.6 * len(cols) + 0.4, 1.7 * len(rows) + 0.5),
+                             squeeze=False)
     for r, (name, m) in enumerate(rows):
-        for c in range(t):
-            _overlay(axes[r][c], image, m[c, i], scale[name], f"t={c + 1}  P(correct)={p_correct[c]:.2f}" if r == 0
+        for j, c in enumerate(cols):
+            _overlay(axes[r][j], image, m[c, i], scale[name], f"t={c + 1}  P(correct)={p_correct[c]:.2f}" if r == 0
                      else "")
         axes[r][0].set_ylabel(name, fontsize=7)
     fig.suptitle(question, fontsize=8)

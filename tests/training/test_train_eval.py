@@ -269,3 +269,11 @@ def test_llava_pair_trains_tests_and_evaluates(train_cfg, compose_cfg, tmp_path)
     bad = train_cfg("model=llava_tiny", "model.net.image_token_id=3", tiny=False)
     with pytest.raises(ValueError, match=r"image_token_id=3 must lie in \[\d+, 256\)"):
         train(bad)
+
+
+def test_analyze_grid_shows_first_and_last_of_many_iterations():
+    from recurvlm.analyze import shown_iterations
+
+    assert shown_iterations(5) == [0, 1, 2, 3, 4]
+    many = shown_iterations(64)
+    assert many[0] == 0 and many[-1] == 63 and len(many) <= 8 and many == sorted(set(many))
