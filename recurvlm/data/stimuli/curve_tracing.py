@@ -59,7 +59,7 @@ SELF_ARC = 2.0  # parts of one curve further apart along it than SELF_ARC cleara
 ALPHA_LEVELS = 4095  # stroke coverage is quantised to this many levels before compositing
 MEMBER_ALPHA = 0.25  # a pixel belongs to a curve (maps) where its coverage is at least this
 MAIN_BATCH = 16  # main-curve configurations drawn at once
-PAIR_CHUNK = 4  # of which this many at a time go through the costly pair rules (most draws are settled by the first few)
+PAIR_CHUNK = 3  # of which this many at a time go through the costly pair rules (most draws are settled by the first few)
 MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
 MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
 
@@ -261,48 +261,55 @@ def _vertices(h: np.ndarray, seg: float) -> np.ndarray:
 
 
 class _Walks(NamedTuple):
-    """A batch of W walks, walk axis last: vertices [n + 1, W], their extent (smallest and largest
-    (x, y)) [W, 2] each, direction codes [n + 1, W] (see `_codes`), heading range [W], and
-    placement draws [W', 2] (one per configuration or candidate)."""
+    """A batch of W walks, walk axis last: segment headings [n, W], vertices [n + 1, W], their
+    extent (smallest and largest (x, y)) [W, 2] each, heading range [W], and placement draws
+    [W', 2] (one per configuration or candidate)."""
 
+    h: np.ndarray
     v: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    code: np.ndarray
     turn: np.ndarray
     unit: np.ndarray
 
-    def tail(self, start: int, unit_start: int) -> _Walks:
-        """The walks from `start` on (with the placement draws from `unit_start` on)."""
-        return _Walks(self.v[:, start:], self.lo[start:], self.hi[start:], self.code[:, start:], self.turn[start:],
-                      self.unit[unit_start:])
 
-
-def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
-    """One draw of B main configurations and m distractor candidates, as walks from 0.
+def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int, groups: int = 1) -> tuple[_Walks, dict | None]:
+    """One draw of B main configurations and m distractor candidates, as walks from 0, then
+    `groups - 1` draws of m more candidates (the draws `_distractors` makes next, drawn ahead).
 
     A configuration is four walks [S1, P, Q, S2]: S1 and P leave A = 0 with one heading; Q
     leaves B1 = end(S1) with S1's last heading reversed, S2 leaves E2 = end(P) with P's last
-    heading reversed; walk i is paired with walk 3 - i. Walks 4b..4b + 3 are configuration b,
-    then come the candidates; placement draws: B, then m.
+    heading reversed; walk i is paired with walk 3 - i. Walk i of configuration b is walk
+    i * B + b, then come the groups of m candidates; placement draws: B, then m per group.
+    Returns the walks and the generator state before the draws ahead (None without any):
+    setting it back undoes them.
     """
-    n, W = g.n, 4 * B + m
-    h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
-    turns = rng.uniform(-g.turn, g.turn, (W, n - 1))
-    unit = rng.uniform(0.0, 1.0, (B + m, 2))
+    n = g.n
+    h0 = [rng.uniform(0.0, 2.0 * math.pi, B + m)]
+    turns = [rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))]  # (walk 4 b + i of configuration b)
+    unit = [rng.uniform(0.0, 1.0, (B + m, 2))]
+    before = rng.bit_generator.state if groups > 1 else None
+    for _ in range(groups - 1):
+        h0.append(rng.uniform(0.0, 2.0 * math.pi, m))
+        turns.append(rng.uniform(-g.turn, g.turn, (m, n - 1)))
+        unit.append(rng.uniform(0.0, 1.0, (m, 2)))
+    h0, unit = np.concatenate(h0), np.concatenate(unit)
+    if B:
+        turns[0] = np.concatenate([turns[0][: 4 * B].reshape(B, 4, n - 1).transpose(1, 0, 2).reshape(4 * B, n - 1),
+                                   turns[0][4 * B :]])
+    turns = np.concatenate(turns)
+    W = len(turns)
     h = np.empty((n, W))
     h[0] = 0.0
     turns.T.cumsum(axis=0, out=h[1:])
-    hm = h[:, : 4 * B].reshape(n, B, 4)
-    hm[..., :2] += h0[:B, None]
-    hm[..., 2:] += hm[-1, :, :2] + math.pi
+    h[:, : 2 * B].reshape(n, 2, B)[...] += h0[:B]  # S1 and P
+    h[:, 2 * B : 4 * B].reshape(n, 2, B)[...] += h[-1, : 2 * B].reshape(2, B) + math.pi  # Q and S2
     h[:, 4 * B :] += h0[B:]
     v = _vertices(h, g.seg)
-    vm = v[:, : 4 * B].reshape(n + 1, B, 4)
-    vm[..., 2:] += vm[-1, :, :2]  # Q leaves B1, S2 leaves E2
+    v[:, 2 * B : 4 * B] += v[-1, : 2 * B]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
     turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
-    return _Walks(v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), _codes(h), turn, unit)
+    return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit), before
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -350,8 +357,9 @@ def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> np.ndar
 
 
 def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
-    """Main curves S1 (from A) and S2 (from E2) placed in the image, their direction codes
-    [n + 1, 2], and the m distractor candidates drawn with them (see `_draw`).
+    """The main curves S1 (from A) and S2 (from E2): the batch of walks they come from (see
+    `_draw`: with m > 0 it holds the m candidates drawn with them and m more drawn ahead), the
+    generator state before the draw ahead, their configuration, and its translation (x, y).
 
     Four walks per configuration, [S1, P, Q, S2] (see `_draw`); P and Q are phantoms,
     never drawn. Every rule is applied alike to the pair (S1, S2) and to the pair (P, Q), so
@@ -362,22 +370,27 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
     B, n = MAIN_BATCH, g.n
     room = g.size - 1 - 2 * g.margin
     for _ in range(MAX_TRIES):
-        w = _draw(rng, g, B, m)
-        lo = np.minimum.reduce(w.lo[: 4 * B].reshape(B, 4, 2), axis=1)  # [B, 2] over the four walks
-        hi = np.maximum.reduce(w.hi[: 4 * B].reshape(B, 4, 2), axis=1)
-        vm = w.v[:, : 4 * B].reshape(n + 1, B, 4)
-        ends = vm[-1, :, :2]  # B1, E2
+        w, before = _draw(rng, g, B, m, 2 if m else 1)
+        lo = np.minimum.reduce(w.lo[: 4 * B].reshape(4, B, 2), axis=0)  # [B, 2] over the four walks
+        hi = np.maximum.reduce(w.hi[: 4 * B].reshape(4, B, 2), axis=0)
+        vm = w.v[:, : 4 * B].reshape(n + 1, 4, B)
+        ends = vm[-1, :2].T  # B1, E2
         ok = np.logical_and.reduce(np.concatenate([hi - lo <= room, ends.real * ends.real + ends.imag * ends.imag
                                                    >= g.d_min ** 2], axis=1), axis=1)
         sel = ok.nonzero()[0]
         for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
             part = sel[i : i + PAIR_CHUNK]
-            for k in part[_pairs_ok(np.ascontiguousarray(vm[:, part].transpose(1, 2, 0)), g)].tolist():
-                if max(w.turn[4 * k : 4 * k + 4].tolist()) > g.free_turn and _self_bad(vm[:, k].T, g).any():
+            for k in part[_pairs_ok(np.ascontiguousarray(vm[..., part].transpose(2, 1, 0)), g)].tolist():
+                if max(w.turn[k : 4 * B : B].tolist()) > g.free_turn and _self_bad(vm[..., k].T, g).any():
                     continue
-                t = _shift(lo[k], hi[k], w.unit[k], g)
-                t = complex(t[0], t[1])
-                return vm[:, k, 0] + t, vm[:, k, 3] + t, w.code[:, [4 * k, 4 * k + 3]], w.tail(4 * B, B)
+                # The translation (`_shift`, in Python floats: the same operations).
+                (lx, ly), (hx, hy), (ux, uy) = lo[k].tolist(), hi[k].tolist(), w.unit[k].tolist()
+                lx, ly, hx, hy = g.margin - lx, g.margin - ly, g.size - 1 - g.margin - hx, g.size - 1 - g.margin - hy
+                t = (round((lx + ux * (hx - lx)) / GEOMETRY_QUANTUM) * GEOMETRY_QUANTUM,
+                     round((ly + uy * (hy - ly)) / GEOMETRY_QUANTUM) * GEOMETRY_QUANTUM)
+                return w, before, k, t
+        if before is not None:
+            rng.bit_generator.state = before  # (no distractors with these: undo the draw ahead)
     raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
                        "use shorter or straighter curves or a larger image")
 
@@ -434,9 +447,17 @@ _SETS = np.append(_BIT, FORBIDDEN)
 def _codes(h: np.ndarray) -> np.ndarray:
     """Direction bins (heading mod 180 degrees) of segment headings h [n, W], then a row of
     DIR_BINS (the code of the ends) -> [n + 1, W]."""
+    d = np.degrees(h)  # d % 180.0, in fewer steps: d - 180 floor(d / 180) is exact, and where the
+    k = d / 180.0  # quotient rounded up to a whole number it is the remainder minus 180, exactly
+    np.floor(k, out=k)
+    k *= 180.0
+    d -= k
+    np.add(d, 180.0, out=d, where=d < 0.0)
+    d *= DIR_BINS / 180.0
     c = np.empty((len(h) + 1,) + h.shape[1:], np.int64)
     c[-1] = DIR_BINS
-    np.remainder((np.degrees(h) % 180.0 * (DIR_BINS / 180.0)).astype(np.int64), DIR_BINS, out=c[:-1])
+    c[:-1] = d  # (truncates, as astype)
+    c[:-1] %= DIR_BINS
     return c
 
 
@@ -449,30 +470,70 @@ def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
     return (p @ g.grid_xy + g.look_off[:, None]).astype(np.int64).T  # (exact in float64)
 
 
-def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, candidates: _Walks) -> list[np.ndarray] | None:
-    """`count` more curves, each the next candidate walk that fits among those placed; more
+class _Candidates(NamedTuple):
+    """Curves placed in the image, ready for the grid: vertices [n + 1, M], grid lookups and
+    the bits each lookup clashes with [M, L], direction codes [n + 1, M], and per curve its
+    extent and translation (lo x, lo y, hi x, hi y, t x, t y) and whether it may come close to
+    itself (lists)."""
+
+    v: np.ndarray
+    look: np.ndarray
+    check: np.ndarray
+    code: np.ndarray
+    where: list
+    curly: list
+
+
+def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Candidates:
+    """The candidates of a batch w drawn with B configurations, placed (see `_shift`); those that
+    do not fit in the image look up the last of `cells` grid cells only (the one with every bit).
+    With main = (k, t), the main curves S1 and S2 of configuration k, moved by t, come first."""
+    lo, hi, unit = w.lo[4 * B :], w.hi[4 * B :], w.unit[B:]
+    t = _shift(lo, hi, unit, g)
+    if main:
+        k, tk = main
+        cols = np.r_[k, 3 * B + k, 4 * B : w.v.shape[1]]
+        v, code, t = w.v.take(cols, axis=1), _codes(w.h.take(cols, axis=1)), np.concatenate([[tk, tk], t])
+    else:
+        v, code = w.v[:, 4 * B :], _codes(w.h[:, 4 * B :])
+    xy = v.view(np.float64).reshape(g.n + 1, -1, 2)
+    xy += t  # in place (the vertices of a slice of the batch, or of a copy)
+    look = _lookups(xy, g)  # [M, L]
+    look[len(main) + np.logical_or.reduce(hi - lo > g.size - 1 - 2 * g.margin, axis=1).nonzero()[0]] = cells - 1
+    check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [M, L]
+    curly = (w.turn[4 * B :] > g.free_turn).tolist()
+    return _Candidates(v, look, check, code, np.concatenate([lo, hi, t[len(main) :]], axis=1).tolist(), curly)
+
+
+def _mark(grid: np.ndarray, look: np.ndarray, code: np.ndarray, g: _Geo) -> None:
+    """Put placed curves (lookups [k, L], direction codes [n + 1, k]) into the grid."""
+    np.bitwise_or.at(grid, (look[:, g.mark_pt] + g.mark_off).ravel(), _SETS[code[g.mark_seg]].T.ravel())
+
+
+def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, c: _Candidates, before: dict | None) -> list[np.ndarray] | None:
+    """`count` more curves, each the next candidate that fits among those placed; more
     candidates are drawn while needed; None if they do not fit. Each placed curve joins the
-    grid: its `close` zone and no-go discs around its ends."""
+    grid: its `close` zone and no-go discs around its ends.
+
+    Candidates come in rounds of m, each drawn after the last failed: c holds the first round
+    and the next, drawn ahead from the state `before`. A round drawn ahead and not needed is
+    undone, so the generator ends where it would without drawing ahead.
+    """
     placed = []
-    room = g.size - 1 - 2 * g.margin
+    m = 6 * count + 16
     grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
     outer = g.size - 1 - g.margin
-    for _ in range(4):
-        w = candidates
-        v, code = w.v, w.code
-        m = v.shape[1]
-        unfit = np.logical_or.reduce(w.hi - w.lo > room, axis=1)
-        t = _shift(w.lo, w.hi, w.unit, g)
-        xy = v.view(np.float64).reshape(-1, m, 2)
-        xy += t  # the candidates in place
-        look = _lookups(xy, g)  # [m, L]
-        look[unfit] = len(grid) - 1  # (the cell with every bit set)
-        check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [m, L]
-        curly = (w.turn > g.free_turn).tolist()
-        where = np.concatenate([w.lo, w.hi, t], axis=1).tolist()
+    r = 0  # the round within c
+    for attempt in range(4):
+        v, look, check, code = c.v[:, r * m : (r + 1) * m], c.look[r * m :], c.check[r * m :], c.code[:, r * m :]
+        where, curly = c.where[r * m : (r + 1) * m], c.curly[r * m : (r + 1) * m]
+        new = []  # placed in this round and not yet in the grid (only a scan reads it; the last never goes in)
         k = -1
         while k + 1 < m:  # candidates after k that fit among everything placed so far
-            fit = (~np.logical_or.reduce(check[k + 1 :] & grid.take(look[k + 1 :]), axis=1)).nonzero()[0] + (k + 1)
+            if new:
+                _mark(grid, look[new], code[:, new], g)
+                new = []
+            fit = (~np.logical_or.reduce(check[k + 1 : m] & grid.take(look[k + 1 : m]), axis=1)).nonzero()[0] + (k + 1)
             if not len(fit):
                 break
             fresh = []  # boxes of the curves placed since the scan
@@ -486,14 +547,28 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
                     break
                 if curly[j] and _self_bad(v[:, j : j + 1].T, g)[0]:
                     continue
-                np.bitwise_or.at(grid, look[j, g.mark_pt] + g.mark_off, _SETS[code[g.mark_seg, j]])
                 placed.append(v[:, j])
+                new.append(j)
                 if len(placed) == count:
+                    if before is not None:
+                        rng.bit_generator.state = before
                     return placed
                 fresh.append(bj)
             else:
                 break  # every later candidate clashed already before these were placed
-        candidates = _draw(rng, g, 0, 6 * count + 16)
+        if new:
+            _mark(grid, look[new], code[:, new], g)
+        # The next round: drawn ahead already, or draw it now (and the one after, ahead).
+        r += 1
+        if r * m < len(c.curly):
+            before = None
+        elif attempt < 3:
+            w, before = _draw(rng, g, 0, m, 2)
+            c, r = _candidates(w, 0, g, len(grid)), 0
+        else:
+            _draw(rng, g, 0, m)  # (drawn and left, as a fifth round would be)
+    if before is not None:
+        rng.bit_generator.state = before
     return None
 
 
@@ -611,19 +686,21 @@ def _angle(t: complex, w: complex) -> float:
 
 def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
     """All curves [2 + distractors, n + 1] of one picture: S1, S2, then the distractors."""
+    B = MAIN_BATCH
     for _ in range(MAX_LAYOUTS):
-        s1, s2, code, candidates = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
+        w, before, k, t = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
         if not distractors:
-            return np.array([s1, s2])
+            return w.v[:, [k, 3 * B + k]].T + complex(*t)
+        c = _candidates(w, B, g, g.grid * g.grid + 1, (k, t))  # S1, S2, then the candidates
         # The `close` zone of the main strokes, then no-go zones around every marker candidate
         # (A, B1, E2), whatever the answer, and around the free end of S2 (see `_Geo.main_pt`).
-        look = _lookups(np.array([s1, s2]).T.copy().view(np.float64).reshape(-1, 2, 2), g)  # [2, L]
         grid = np.zeros(g.grid * g.grid + 1, np.int64)
         grid[-1] = -1  # the cell with every bit set
-        np.bitwise_or.at(grid, look.ravel()[g.main_pt] + g.main_off, _SETS[code.ravel()[g.main_seg]])
-        extra = _distractors(rng, g, grid, distractors, candidates)
+        np.bitwise_or.at(grid, c.look[:2].ravel()[g.main_pt] + g.main_off, _SETS[c.code[:, :2].ravel()[g.main_seg]])
+        rest = _Candidates(c.v[:, 2:], c.look[2:], c.check[2:], c.code[:, 2:], c.where, c.curly)
+        extra = _distractors(rng, g, grid, distractors, rest, before)
         if extra is not None:
-            return np.array([s1, s2, *extra])
+            return np.array([c.v[:, 0], c.v[:, 1], *extra])
     raise RuntimeError(f"curve_tracing: {distractors} distractors do not fit after {MAX_LAYOUTS} layouts; "
                        "use fewer or shorter curves")
 
