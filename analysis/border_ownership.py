@@ -41,12 +41,18 @@ def run(ckpts: list[Path], labels: list[str], n: int, seed: int, level: str, ite
     return rows
 
 
+def clipped(mean, half) -> np.ndarray:
+    """Asymmetric error bars [2, n] of mean +- half, cut at the share's range [0, 1]."""
+    m, h = np.asarray(mean), np.asarray(half)
+    return np.stack([m - np.clip(m - h, 0, 1), np.clip(m + h, 0, 1) - m])
+
+
 def plot(rows: list[dict], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    fig, ax = plt.subplots(figsize=(7.4, 3.4))
     for label in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == label]
         last = max(r["iteration"] for r in mine)
@@ -56,7 +62,7 @@ def plot(rows: list[dict], out: Path) -> None:
                                         and r["iteration"] == it]) for b in blocks))
             n_ck = len({r["checkpoint"] for r in mine})
             name = label if last == 1 else f"{label}, iteration {it}"
-            ax.errorbar(blocks, mean, yerr=half, marker="o", capsize=3, ls="-" if it == last else ":",
+            ax.errorbar(blocks, mean, yerr=clipped(mean, half), marker="o", capsize=3, ls="-" if it == last else ":",
                         label=f"{name} (n={n_ck})")
     ax.axhline(0.5, color="0.4", ls="--", lw=1)
     ax.text(0.02, 0.52, "V2: more than half of cells (Zhou et al. 2000)", transform=ax.get_yaxis_transform(),
@@ -67,7 +73,7 @@ def plot(rows: list[dict], out: Path) -> None:
     ax.set(xlabel="ViT block (after)", ylabel="share of side-selective units", ylim=(0, 1),
            title=f"border ownership, standard test ({rows[0]['n_instances']} instances x 2 sides x 2 polarities)")
     ax.title.set_fontsize(8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     save_figure(fig, out, "border_ownership")
 

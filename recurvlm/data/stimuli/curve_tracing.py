@@ -273,35 +273,26 @@ class _Walks(NamedTuple):
     unit: np.ndarray
 
 
-def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int, groups: int = 1) -> tuple[_Walks, dict | None]:
-    """One draw of B main configurations and m distractor candidates, as walks from 0, then
-    `groups - 1` draws of m more candidates (the draws `_distractors` makes next, drawn ahead).
+def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
+    """One draw of B main configurations and m distractor candidates, as walks from 0.
 
     A configuration is four walks [S1, P, Q, S2]: S1 and P leave A = 0 with one heading; Q
     leaves B1 = end(S1) with S1's last heading reversed, S2 leaves E2 = end(P) with P's last
     heading reversed; walk i is paired with walk 3 - i. Walk i of configuration b is walk
-    i * B + b, then come the groups of m candidates; placement draws: B, then m per group.
-    Returns the walks and the generator state before the draws ahead (None without any):
-    setting it back undoes them.
+    i * B + b (the draw is by configuration), then come the candidates; placement draws: B, then m.
     """
     n = g.n
-    h0 = [rng.uniform(0.0, 2.0 * math.pi, B + m)]
-    turns = [rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))]  # (walk 4 b + i of configuration b)
-    unit = [rng.uniform(0.0, 1.0, (B + m, 2))]
-    before = rng.bit_generator.state if groups > 1 else None
-    for _ in range(groups - 1):
-        h0.append(rng.uniform(0.0, 2.0 * math.pi, m))
-        turns.append(rng.uniform(-g.turn, g.turn, (m, n - 1)))
-        unit.append(rng.uniform(0.0, 1.0, (m, 2)))
-    h0, unit = np.concatenate(h0), np.concatenate(unit)
-    if B:
-        turns[0] = np.concatenate([turns[0][: 4 * B].reshape(B, 4, n - 1).transpose(1, 0, 2).reshape(4 * B, n - 1),
-                                   turns[0][4 * B :]])
-    turns = np.concatenate(turns)
+    h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
+    turns = rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))  # (walk 4 b + i of configuration b)
+    unit = rng.uniform(0.0, 1.0, (B + m, 2))
     W = len(turns)
     h = np.empty((n, W))
     h[0] = 0.0
-    turns.T.cumsum(axis=0, out=h[1:])
+    if B:
+        turns[: 4 * B].reshape(B, 4, n - 1).transpose(2, 1, 0).cumsum(axis=0, out=h[1:, : 4 * B].reshape(n - 1, 4, B))
+        turns[4 * B :].T.cumsum(axis=0, out=h[1:, 4 * B :])
+    else:
+        turns.T.cumsum(axis=0, out=h[1:])
     h[:, : 2 * B].reshape(n, 2, B)[...] += h0[:B]  # S1 and P
     h[:, 2 * B : 4 * B].reshape(n, 2, B)[...] += h[-1, : 2 * B].reshape(2, B) + math.pi  # Q and S2
     h[:, 4 * B :] += h0[B:]
@@ -309,7 +300,7 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int, groups: int = 1) ->
     v[:, 2 * B : 4 * B] += v[-1, : 2 * B]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
     turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
-    return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit), before
+    return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -357,9 +348,9 @@ def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> np.ndar
 
 
 def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
-    """The main curves S1 (from A) and S2 (from E2): the batch of walks they come from (see
-    `_draw`: with m > 0 it holds the m candidates drawn with them and m more drawn ahead), the
-    generator state before the draw ahead, their configuration, and its translation (x, y).
+    """The main curves S1 (from A) and S2 (from E2): the batch of walks they come from (with the
+    m distractor candidates drawn with them, see `_draw`), their configuration, and its
+    translation (x, y).
 
     Four walks per configuration, [S1, P, Q, S2] (see `_draw`); P and Q are phantoms,
     never drawn. Every rule is applied alike to the pair (S1, S2) and to the pair (P, Q), so
@@ -370,7 +361,7 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
     B, n = MAIN_BATCH, g.n
     room = g.size - 1 - 2 * g.margin
     for _ in range(MAX_TRIES):
-        w, before = _draw(rng, g, B, m, 2 if m else 1)
+        w = _draw(rng, g, B, m)
         lo = np.minimum.reduce(w.lo[: 4 * B].reshape(4, B, 2), axis=0)  # [B, 2] over the four walks
         hi = np.maximum.reduce(w.hi[: 4 * B].reshape(4, B, 2), axis=0)
         vm = w.v[:, : 4 * B].reshape(n + 1, 4, B)
@@ -380,7 +371,7 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
         sel = ok.nonzero()[0]
         for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
             part = sel[i : i + PAIR_CHUNK]
-            for k in part[_pairs_ok(np.ascontiguousarray(vm[..., part].transpose(2, 1, 0)), g)].tolist():
+            for k in part[_pairs_ok(np.ascontiguousarray(vm.take(part, axis=2).transpose(2, 1, 0)), g)].tolist():
                 if max(w.turn[k : 4 * B : B].tolist()) > g.free_turn and _self_bad(vm[..., k].T, g).any():
                     continue
                 # The translation (`_shift`, in Python floats: the same operations).
@@ -388,9 +379,7 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
                 lx, ly, hx, hy = g.margin - lx, g.margin - ly, g.size - 1 - g.margin - hx, g.size - 1 - g.margin - hy
                 t = (round((lx + ux * (hx - lx)) / GEOMETRY_QUANTUM) * GEOMETRY_QUANTUM,
                      round((ly + uy * (hy - ly)) / GEOMETRY_QUANTUM) * GEOMETRY_QUANTUM)
-                return w, before, k, t
-        if before is not None:
-            rng.bit_generator.state = before  # (no distractors with these: undo the draw ahead)
+                return w, k, t
     raise RuntimeError(f"curve_tracing: no main-curve configuration fits after {MAX_TRIES * B} tries; "
                        "use shorter or straighter curves or a larger image")
 
@@ -492,7 +481,8 @@ def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Ca
     t = _shift(lo, hi, unit, g)
     if main:
         k, tk = main
-        cols = np.r_[k, 3 * B + k, 4 * B : w.v.shape[1]]
+        cols = np.arange(4 * B - 2, w.v.shape[1])
+        cols[:2] = k, 3 * B + k
         v, code, t = w.v.take(cols, axis=1), _codes(w.h.take(cols, axis=1)), np.concatenate([[tk, tk], t])
     else:
         v, code = w.v[:, 4 * B :], _codes(w.h[:, 4 * B :])
@@ -507,33 +497,28 @@ def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Ca
 
 def _mark(grid: np.ndarray, look: np.ndarray, code: np.ndarray, g: _Geo) -> None:
     """Put placed curves (lookups [k, L], direction codes [n + 1, k]) into the grid."""
-    np.bitwise_or.at(grid, (look[:, g.mark_pt] + g.mark_off).ravel(), _SETS[code[g.mark_seg]].T.ravel())
+    np.bitwise_or.at(grid, (look.take(g.mark_pt, axis=1) + g.mark_off).ravel(), _SETS.take(code.T.take(g.mark_seg, axis=1)).ravel())
 
 
-def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, c: _Candidates, before: dict | None) -> list[np.ndarray] | None:
+def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, c: _Candidates) -> list[np.ndarray] | None:
     """`count` more curves, each the next candidate that fits among those placed; more
     candidates are drawn while needed; None if they do not fit. Each placed curve joins the
-    grid: its `close` zone and no-go discs around its ends.
-
-    Candidates come in rounds of m, each drawn after the last failed: c holds the first round
-    and the next, drawn ahead from the state `before`. A round drawn ahead and not needed is
-    undone, so the generator ends where it would without drawing ahead.
+    grid: its `close` zone and no-go discs around its ends. Candidates come in rounds: c (drawn
+    with the main curves), then m more after every round that does not finish.
     """
     placed = []
     m = 6 * count + 16
     grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
     outer = g.size - 1 - g.margin
-    r = 0  # the round within c
-    for attempt in range(4):
-        v, look, check, code = c.v[:, r * m : (r + 1) * m], c.look[r * m :], c.check[r * m :], c.code[:, r * m :]
-        where, curly = c.where[r * m : (r + 1) * m], c.curly[r * m : (r + 1) * m]
+    for _ in range(4):
+        v, look, check, code, where, curly = c
         new = []  # placed in this round and not yet in the grid (only a scan reads it; the last never goes in)
         k = -1
         while k + 1 < m:  # candidates after k that fit among everything placed so far
             if new:
-                _mark(grid, look[new], code[:, new], g)
+                _mark(grid, look.take(new, axis=0), code.take(new, axis=1), g)
                 new = []
-            fit = (~np.logical_or.reduce(check[k + 1 : m] & grid.take(look[k + 1 : m]), axis=1)).nonzero()[0] + (k + 1)
+            fit = (~np.logical_or.reduce(check[k + 1 :] & grid.take(look[k + 1 :]), axis=1)).nonzero()[0] + (k + 1)
             if not len(fit):
                 break
             fresh = []  # boxes of the curves placed since the scan
@@ -550,25 +535,13 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
                 placed.append(v[:, j])
                 new.append(j)
                 if len(placed) == count:
-                    if before is not None:
-                        rng.bit_generator.state = before
                     return placed
                 fresh.append(bj)
             else:
                 break  # every later candidate clashed already before these were placed
         if new:
-            _mark(grid, look[new], code[:, new], g)
-        # The next round: drawn ahead already, or draw it now (and the one after, ahead).
-        r += 1
-        if r * m < len(c.curly):
-            before = None
-        elif attempt < 3:
-            w, before = _draw(rng, g, 0, m, 2)
-            c, r = _candidates(w, 0, g, len(grid)), 0
-        else:
-            _draw(rng, g, 0, m)  # (drawn and left, as a fifth round would be)
-    if before is not None:
-        rng.bit_generator.state = before
+            _mark(grid, look.take(new, axis=0), code.take(new, axis=1), g)
+        c = _candidates(_draw(rng, g, 0, m), 0, g, len(grid))
     return None
 
 
@@ -586,6 +559,16 @@ def _target_crossings(curves: np.ndarray) -> np.ndarray:
 
 
 # --- rendering -----------------------------------------------------------------------------
+
+
+def _instances() -> np.ndarray:
+    """The instance id of each canvas key (coverage level << 6 | curve id): the id where the level
+    is at least MEMBER_ALPHA, else 0 -> int8 [(ALPHA_LEVELS + 1) << 6]."""
+    key = np.arange((ALPHA_LEVELS + 1) << 6)
+    return np.where(key >> 6 >= int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS)), key & 63, 0).astype(np.int8)
+
+
+_INSTANCE = _instances()
 
 
 def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -619,14 +602,14 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     P = S + 2 * W
     inside = (d2 < (g.r_stroke + 0.5) ** 2).nonzero()[0]  # coverage > 0
     oi = o.astype(np.int64) + W
-    flat = ((oi[:, 1] * P + oi[:, 0])[:, None] + g.win_flat).ravel()[inside]
-    level = np.rint(np.minimum(g.r_stroke + 0.5 - np.sqrt(d2[inside]), 1.0) * ALPHA_LEVELS).astype(np.int64)
+    flat = ((oi[:, 1] * P + oi[:, 0])[:, None] + g.win_flat).take(inside)
+    level = np.rint(np.minimum(g.r_stroke + 0.5 - np.sqrt(d2.take(inside)), 1.0) * ALPHA_LEVELS).astype(np.int64)
     canvas = np.zeros(P * P, np.int64)
     np.maximum.at(canvas, flat, (level << 6) + (inside // (n * W * W) + 1))  # curve id = segment // n + 1
     canvas = canvas.reshape(P, P)[W : W + S, W : W + S]
     lev = canvas >> 6
+    inst = _INSTANCE.take(canvas)
     member = int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS))
-    inst = np.where(lev >= member, canvas & 63, 0).astype(np.int8)
     first = int(inside.searchsorted(n * W * W))  # curve 1 owns the first n segments
     target = np.zeros(P * P, bool)
     target[flat[:first][level[:first] >= member]] = True
@@ -648,30 +631,29 @@ _MARKER = np.array(MARKER, np.float32)
 
 
 def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
-    """The image [H, W, 3] uint8: strokes of coverage levels lev [H, W], then the dots at (x, y).
+    """The image [H, W, 3] uint8: strokes of coverage levels lev [H, W], then the two dots at (x, y).
 
     The bytes of compositing the float image, drawing the dots on it one after the other
     (`render.draw_disc`) and `render.to_uint8`, with the same float32 operations per pixel:
     stroke pixels come from a table by level, and the float image is only made over the box
-    around both dots.
+    around both dots. No pixel is covered by both dots (they are `d_min` apart), and drawing a
+    dot where it does not cover changes nothing, so both are drawn at once, each pixel by the
+    nearer dot.
     """
     S, r = g.size, g.r_marker
     img = _STROKE_RGB8.take(lev.ravel(), axis=0).reshape(S, S, 3)
-    discs = []
-    for cx, cy in dots:  # as render.disc_alpha
-        y0, y1 = max(math.floor(cy - r - 1), 0), min(math.ceil(cy + r + 1) + 1, S)
-        x0, x1 = max(math.floor(cx - r - 1), 0), min(math.ceil(cx + r + 1) + 1, S)
-        ys = np.arange(y0, y1, dtype=np.float64)[:, None] - cy
-        xs = np.arange(x0, x1, dtype=np.float64)[None, :] - cx
-        alpha = np.minimum(np.maximum(r + 0.5 - np.sqrt(ys * ys + xs * xs), 0.0), 1.0).astype(np.float32)
-        discs.append((y0, y1, x0, x1, alpha[..., None]))
-    r0, r1 = min(d[0] for d in discs), max(d[1] for d in discs)
-    c0, c1 = min(d[2] for d in discs), max(d[3] for d in discs)
+    (ax, ay), (bx, by) = dots
+    r0, r1 = max(math.floor(min(ay, by) - r - 1), 0), min(math.ceil(max(ay, by) + r + 1) + 1, S)  # (as disc_alpha)
+    c0, c1 = max(math.floor(min(ax, bx) - r - 1), 0), min(math.ceil(max(ax, bx) + r + 1) + 1, S)
+    ys, xs = np.arange(r0, r1, dtype=np.float64)[:, None], np.arange(c0, c1, dtype=np.float64)
+    dy, dx = ys - ay, xs - ax
+    d2 = dy * dy + dx * dx
+    dy, dx = ys - by, xs - bx
+    np.minimum(d2, dy * dy + dx * dx, out=d2)
+    a = np.minimum(np.maximum(r + 0.5 - np.sqrt(d2), 0.0), 1.0).astype(np.float32)[..., None]
     box = _STROKE_RGB.take(lev[r0:r1, c0:c1], axis=0)
-    for y0, y1, x0, x1, a in discs:  # as render.paint
-        part = box[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0]
-        part[...] = part * (1.0 - a) + _MARKER * a
-    img[r0:r1, c0:c1] = np.rint(np.minimum(np.maximum(box, 0.0), 1.0) * 255.0).astype(np.uint8)  # as render.to_uint8
+    box = box * (1.0 - a) + _MARKER * a  # (as render.paint)
+    img[r0:r1, c0:c1] = np.rint(np.minimum(np.maximum(box, 0.0), 1.0) * 255.0).astype(np.uint8)  # (as to_uint8)
     return img
 
 
@@ -688,7 +670,7 @@ def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
     """All curves [2 + distractors, n + 1] of one picture: S1, S2, then the distractors."""
     B = MAIN_BATCH
     for _ in range(MAX_LAYOUTS):
-        w, before, k, t = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
+        w, k, t = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
         if not distractors:
             return w.v[:, [k, 3 * B + k]].T + complex(*t)
         c = _candidates(w, B, g, g.grid * g.grid + 1, (k, t))  # S1, S2, then the candidates
@@ -696,9 +678,9 @@ def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
         # (A, B1, E2), whatever the answer, and around the free end of S2 (see `_Geo.main_pt`).
         grid = np.zeros(g.grid * g.grid + 1, np.int64)
         grid[-1] = -1  # the cell with every bit set
-        np.bitwise_or.at(grid, c.look[:2].ravel()[g.main_pt] + g.main_off, _SETS[c.code[:, :2].ravel()[g.main_seg]])
+        np.bitwise_or.at(grid, c.look[:2].take(g.main_pt) + g.main_off, _SETS.take(c.code[:, :2].take(g.main_seg)))
         rest = _Candidates(c.v[:, 2:], c.look[2:], c.check[2:], c.code[:, 2:], c.where, c.curly)
-        extra = _distractors(rng, g, grid, distractors, rest, before)
+        extra = _distractors(rng, g, grid, distractors, rest)
         if extra is not None:
             return np.array([c.v[:, 0], c.v[:, 1], *extra])
     raise RuntimeError(f"curve_tracing: {distractors} distractors do not fit after {MAX_LAYOUTS} layouts; "
