@@ -150,26 +150,14 @@ class CLIPPair(nn.Module):
         negative counts from the end; default all). A recurrent model needs the question (its
         query) and runs `iterations` sweeps (default: the training T)."""
         vit = self.vision_model
-        depth = vit.depth
-        keep = tuple(range(depth)) if layers is None else tuple(int(i) for i in layers)
-        bad = [i for i in keep if not -depth <= i < depth]
-        if bad or not keep:
-            raise ValueError(f"layers={list(keep)}: valid blocks are 0..{depth - 1} (or -{depth}..-1)")
-        keep = tuple(i % depth for i in keep)
-        prefix = vit.num_prefix_tokens
-
-        def pick(outs: list[Tensor], grid: tuple[int, int]) -> Tensor:  # [L, B, H*W, D]
-            return torch.stack([outs[i][:, prefix : prefix + grid[0] * grid[1]] for i in keep])
-
+        keep = vit.select_blocks(layers)
         if self.top_down is None:
             if iterations not in (None, 1):
                 raise ValueError("a feedforward model runs one iteration; iterations needs top_down")
-            pixels = self.preprocess(images)
-            grid = vit._input_grid(pixels, False)
-            outs: list[Tensor] = []
-            x, _, _ = vit.run_layers(vit.embed(pixels, grid), 0, depth, outputs=outs)
+            outs, x, grid = vit.block_outputs(self.preprocess(images))
             img = F.normalize(self.visual_projection(vit.finish(x, grid).pooled), dim=-1)
-            return Features(layers=keep, tokens=pick(outs, grid)[None], grid_size=grid, image_embeds=img[None])
+            return Features(layers=keep, tokens=vit.patch_stack(outs, keep, grid)[None], grid_size=grid,
+                            image_embeds=img[None])
         if question_ids is None or question_mask is None:
             raise ValueError("the recurrent variant needs question_ids and question_mask (the query)")
         query = self.text_model(question_ids, question_mask).pooled
@@ -178,7 +166,7 @@ class CLIPPair(nn.Module):
         for _ in range(self.iterations if iterations is None else iterations):
             v, s, carry = self.top_down.iterate(vit, carry)
             assert carry.low_outputs is not None and carry.outputs is not None
-            tokens.append(pick(carry.low_outputs + carry.outputs[-1], carry.grid_size))
+            tokens.append(vit.patch_stack(carry.low_outputs + carry.outputs[-1], keep, carry.grid_size))
             states.append(s)
             embeds.append(F.normalize(self.visual_projection(v.pooled) + self.top_down.read(s), dim=-1))
         return Features(layers=keep, tokens=torch.stack(tokens), grid_size=carry.grid_size,

@@ -20,6 +20,7 @@ not fill every weight is a one-line error naming the keys, never a partial load.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from .clip import pixel_values
 from .losses import choice_loss
-from .outputs import VLMOutput
+from .outputs import Features, VLMOutput
 from .pretrained import StateDictMismatchError, _first_few, load_state_dict_strict, vision_kwargs_from_hf_config
 from .vit import VisionTransformer
 
@@ -93,7 +94,7 @@ class LlavaPair(nn.Module):
         return pixel_values(images, self.image_mean, self.image_std)
 
     def forward_choices(self, images: Tensor, choice_ids: Tensor, choice_mask: Tensor, choice_valid: Tensor,
-                        question_ids: Tensor, question_mask: Tensor) -> VLMOutput:
+                        question_ids: Tensor, question_mask: Tensor, record: bool = False) -> VLMOutput:
         """The matching interface of the CLIP pair (what the training module calls): each
         choice "<question> <answer>" [B, K, L] is scored by the log-likelihood of its answer
         tokens after [image tokens, question]. The answer is what follows the longest prefix the
@@ -118,27 +119,46 @@ class LlavaPair(nn.Module):
         idx = (p_len[:, None, None] + torch.arange(a_width, device=dev)).expand(b, k, a_width)  # [B, K, A]
         answer_mask = torch.arange(a_width, device=dev) < a_len[..., None]
         answers = choice_ids.gather(2, idx.clamp(max=choice_ids.shape[2] - 1)).masked_fill(~answer_mask, 0)
-        scores = self.choice_logprobs(self.preprocess(images), prompt, prompt_mask, answers, answer_mask)
+        maps: dict[str, Any] | None = {} if record else None
+        scores = self.choice_logprobs(self.preprocess(images), prompt, prompt_mask, answers, answer_mask, maps)
         logits = scores.masked_fill(~choice_valid, float("-inf"))
-        return VLMOutput(logits=logits[None])
+        return VLMOutput(logits=logits[None], maps=maps or {})
+
+    @torch.no_grad()
+    def features(self, images: Tensor, question_ids: Tensor | None = None, question_mask: Tensor | None = None,
+                 *, iterations: int | None = None, layers: Sequence[int] | None = None) -> Features:
+        """The features API of the CLIP pair (probes and analysis): the vision tower's block
+        outputs, patch tokens only, T = 1; `image_embeds` is the mean projected image token."""
+        if iterations not in (None, 1):
+            raise ValueError("a feedforward model runs one iteration; iterations needs a recurrent model")
+        vit = self.vision_model
+        keep = vit.select_blocks(layers)
+        pixels = self.preprocess(images)
+        outs, _, grid = vit.block_outputs(pixels)
+        img = self.image_features(pixels).mean(1)
+        return Features(layers=keep, tokens=vit.patch_stack(outs, keep, grid)[None], grid_size=grid,
+                        image_embeds=img[None])
 
     def loss(self, out: VLMOutput, labels: Tensor) -> dict[str, Tensor]:
         """Cross-entropy over the choices' log-likelihoods; `loss` is the sum of the terms."""
         terms = choice_loss(out.final_logits, labels)
         return {"loss": sum(terms.values()), **terms}
 
-    def image_features(self, pixel_values: Tensor) -> Tensor:
-        """Projected image features [B, num_image_tokens, H] of normalised pixel values."""
-        v = self.vision_model(pixel_values, return_hidden=True)
+    def image_features(self, pixel_values: Tensor, maps: dict[str, Any] | None = None) -> Tensor:
+        """Projected image features [B, num_image_tokens, H] of normalised pixel values; with
+        `maps` (a dict), the vision tower's attention maps go to maps["attentions"] ([T=1][layer])."""
+        v = self.vision_model(pixel_values, return_hidden=True, return_attention=maps is not None)
+        if maps is not None:
+            maps["attentions"] = [list(v.attentions)]
         h = v.hidden_states[self.feature_layer]
         if self.select == "default":
             h = h[:, self.vision_model.num_prefix_tokens :]
         return self.multi_modal_projector(h)
 
-    def embed(self, input_ids: Tensor, pixel_values: Tensor) -> Tensor:
+    def embed(self, input_ids: Tensor, pixel_values: Tensor, maps: dict[str, Any] | None = None) -> Tensor:
         """Input embeddings [B, L, H] with the image features spliced in at the placeholders."""
         is_image = input_ids == self.image_token_id
-        feats = self.image_features(pixel_values)  # [B, N, H]
+        feats = self.image_features(pixel_values, maps)  # [B, N, H]
         per_row = is_image.sum(1)
         if not bool((per_row == feats.shape[1]).all()):
             raise ValueError(f"every sequence needs exactly {feats.shape[1]} image tokens (id {self.image_token_id}); "
@@ -154,7 +174,7 @@ class LlavaPair(nn.Module):
             raise ValueError("a feedforward model runs one iteration; iterations needs a recurrent model")
         if question_ids is None or question_mask is None:
             raise ValueError("the LLaVA pair needs question_ids and question_mask (its prompt)")
-        return self.forward_choices(images, choice_ids, choice_mask, choice_valid, question_ids, question_mask)
+        return self.forward_choices(images, choice_ids, choice_mask, choice_valid, question_ids, question_mask, record)
 
     def lm_logits(self, pixel_values: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Next-token logits [B, L, V] of prompts with image placeholders (normalised pixels)."""
@@ -163,14 +183,14 @@ class LlavaPair(nn.Module):
                        position_ids=position_ids).logits
 
     def choice_logprobs(self, pixel_values: Tensor, prompt_ids: Tensor, prompt_mask: Tensor, answer_ids: Tensor,
-                        answer_mask: Tensor) -> Tensor:
+                        answer_mask: Tensor, maps: dict[str, Any] | None = None) -> Tensor:
         """Log-likelihood [B, K] of each answer choice after its prompt.
 
         prompt_ids / prompt_mask [B, P] (left-padded, with the image placeholders); answer_ids
         / answer_mask [B, K, A] (right-padded). One LM pass per choice, batched over B x K;
         the image is encoded once per item."""
         b, k, a = answer_ids.shape
-        embeds = self.embed(prompt_ids, pixel_values)  # [B, P, H]
+        embeds = self.embed(prompt_ids, pixel_values, maps)  # [B, P, H]
         ans = self.lm.get_input_embeddings()(answer_ids)  # [B, K, A, H]
         seq = torch.cat([embeds[:, None].expand(-1, k, -1, -1), ans], dim=2).flatten(0, 1)  # [BK, P+A, H]
         mask = torch.cat([prompt_mask[:, None].expand(-1, k, -1), answer_mask], dim=2).flatten(0, 1).long()

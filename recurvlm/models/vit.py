@@ -15,7 +15,7 @@ the plain feedforward ViT.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -316,6 +316,26 @@ class VisionTransformer(nn.Module):
             hidden.append(x)
         return self.finish(x[:, :n], grid_size, hidden=hidden if return_hidden else None,
                            attentions=attentions if return_attention else None)
+
+    def select_blocks(self, layers: Sequence[int] | None) -> tuple[int, ...]:
+        """Block indices (0-based; negative counts from the end; None: all) as 0..depth-1."""
+        keep = tuple(range(self.depth)) if layers is None else tuple(int(i) for i in layers)
+        if not keep or any(not -self.depth <= i < self.depth for i in keep):
+            raise ValueError(f"layers={list(keep)}: valid blocks are 0..{self.depth - 1} (or -{self.depth}..-1)")
+        return tuple(i % self.depth for i in keep)
+
+    def block_outputs(self, pixel_values: Tensor) -> tuple[list[Tensor], Tensor, tuple[int, int]]:
+        """(each block's output stream [B, N, D], the encoder output, the patch grid)."""
+        grid = self._input_grid(pixel_values, False)
+        outputs: list[Tensor] = []
+        x, _, _ = self.run_layers(self.embed(pixel_values, grid), 0, self.depth, outputs=outputs)
+        return outputs, x, grid
+
+    def patch_stack(self, outputs: list[Tensor], blocks: Sequence[int], grid: tuple[int, int]) -> Tensor:
+        """The patch tokens of the chosen blocks' outputs: [L, B, H*W, D] (prefix and appended
+        tokens dropped)."""
+        p = self.num_prefix_tokens
+        return torch.stack([outputs[i][:, p : p + grid[0] * grid[1]] for i in blocks])
 
     def embed(self, pixel_values: Tensor, grid_size: tuple[int, int]) -> Tensor:
         """Patch + position embeddings (and the pre-layernorm): the stream block 0 reads."""

@@ -124,3 +124,24 @@ def test_matching_interface_scores_each_choice_after_its_own_unpadded_prompt(tmp
         # a padding choice scores -inf
         valid[1, 1] = False
         assert pair(images, c_ids, c_mask, valid, q_ids, q_mask).logits[0, 1, 1] == float("-inf")
+
+
+def test_features_api_and_recorded_attention(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_llava(tmp_path)
+    pair = LlavaPair.from_pretrained(str(tmp_path))
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    feats = pair.features(images, layers=[0, -1])
+    with torch.no_grad():
+        v = pair.vision_model(pair.preprocess(images), return_hidden=True)
+    assert feats.layers == (0, 2) and feats.tokens.shape == (1, 2, 2, 16, 32) and feats.state is None
+    torch.testing.assert_close(feats.tokens[0, 0], v.hidden_states[1][:, 1:], rtol=0, atol=0)
+    torch.testing.assert_close(feats.tokens[0, 1], v.hidden_states[3][:, 1:], rtol=0, atol=0)
+    ids = torch.tensor([[[1, 10, 30, 2], [1, 10, 31, 2]]] * 2)
+    q = torch.tensor([[1, 10, 2, 0]] * 2)
+    with torch.no_grad():
+        plain = pair(images, ids, ids != 0, torch.ones(2, 2, dtype=torch.bool), q, q != 0)
+        rec = pair(images, ids, ids != 0, torch.ones(2, 2, dtype=torch.bool), q, q != 0, record=True)
+    assert len(rec.maps["attentions"]) == 1 and len(rec.maps["attentions"][0]) == 3
+    assert rec.maps["attentions"][0][0].shape == (2, 2, 17, 17)
+    torch.testing.assert_close(rec.logits, plain.logits, rtol=1e-5, atol=1e-5)  # the eager path changes nothing

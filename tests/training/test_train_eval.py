@@ -266,6 +266,19 @@ def test_llava_pair_trains_tests_and_evaluates(train_cfg, compose_cfg, tmp_path)
     (tmp_path / "eval").mkdir()
     em = evaluate(ecfg)
     assert em["n"] == 3 * 8
+    # the analysis tools read it through the same features API and recorded maps
+    from recurvlm.analyze import analyze
+
+    spec = importlib.util.spec_from_file_location("probes_script", Path(__file__).resolve().parents[2] / "analysis"
+                                                  / "probes.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--ckpt", str(ckpt), "--task", "figure_ground", "--target", "figure", "--n-train", "8",
+                 "--n-test", "8", "--out", str(tmp_path / "probes")])
+    assert len(list(csv.DictReader(open(tmp_path / "probes" / "probes.csv")))) == cfg.model.net.vision.depth
+    written = analyze(compose_cfg("analyze", [f"ckpt_path={ckpt}", "n=1", "task=counting"], tmp_path / "an"))
+    assert np.load(tmp_path / "an" / "dynamics.npz")["attention"].shape[:3] == (1, cfg.model.net.vision.depth, 1)
+    assert any(p.suffix == ".gif" for p in written)
     bad = train_cfg("model=llava_tiny", "model.net.image_token_id=3", tiny=False)
     with pytest.raises(ValueError, match=r"image_token_id=3 must lie in \[\d+, 256\)"):
         train(bad)
