@@ -2,6 +2,8 @@
 their geometric rules, and the answer changes nothing but which curve end gets the second dot."""
 
 import dataclasses
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -171,3 +173,39 @@ def test_a_layout_that_cannot_fit_fails_clearly():
     d = CurveTracingDifficulty(contour_length=8, segment_length=8.0, distractors=30)
     with pytest.raises(RuntimeError, match="fit"):
         ct.make(sample_rng(0, 0, "curve_tracing"), 1, d)
+
+
+# Digests of the first 8 samples of set 0, from the implementation the README's shortcut audit
+# was run on: speed-ups must leave every byte (image, maps, answer, info) as it was.
+PINNED = [
+    ("easy", "dd2ab71c0f07cc0d"),
+    ("medium", "132fef8033c6644a"),
+    ("hard", "babdadd710a780ec"),
+    ({"level": "hard", "image_size": 128}, "fda47edf2be7e38f"),
+    ({"distractors": 0}, "14b8152b265502d7"),
+    ({"contour_length": 5, "distractors": 3, "image_size": 32, "stroke_width": 2.0}, "0c1130d66f90a3a2"),
+]
+
+
+@pytest.mark.parametrize("difficulty, digest", PINNED, ids=[str(d) for d, _ in PINNED])
+def test_samples_are_byte_for_byte_as_pinned(difficulty, digest):
+    h = hashlib.sha256()
+    for i in range(8):
+        s = generate("curve_tracing", 0, i, difficulty)
+        h.update(s.image.tobytes())
+        for k in sorted(s.maps):
+            h.update(k.encode() + np.ascontiguousarray(s.maps[k]).tobytes())
+        h.update(json.dumps([s.question, s.answer, list(s.choices), s.info], sort_keys=True).encode())
+    assert h.hexdigest()[:16] == digest
+
+
+def test_direction_codes_match_the_plain_formula():
+    """`_codes` computes (degrees(h) % 180 / 3) as int % 60 in fewer steps: equal everywhere,
+    including headings at and next to multiples of 180 degrees."""
+    rng = np.random.default_rng(0)
+    k = np.arange(-20, 21) * math.pi
+    h = np.concatenate([rng.uniform(-12.0, 24.0, 20000), k, np.nextafter(k, np.inf), np.nextafter(k, -np.inf),
+                        np.radians(np.arange(-3600, 3601, 1.5)), [0.0, -0.0, 1e-300, -1e-300]])
+    plain = (np.degrees(h) % 180.0 * (ct.DIR_BINS / 180.0)).astype(np.int64) % ct.DIR_BINS
+    codes = ct._codes(h[None, :])
+    assert np.array_equal(codes[0], plain) and np.all(codes[1] == ct.DIR_BINS)

@@ -59,7 +59,7 @@ SELF_ARC = 2.0  # parts of one curve further apart along it than SELF_ARC cleara
 ALPHA_LEVELS = 4095  # stroke coverage is quantised to this many levels before compositing
 MEMBER_ALPHA = 0.25  # a pixel belongs to a curve (maps) where its coverage is at least this
 MAIN_BATCH = 16  # main-curve configurations drawn at once
-PAIR_CHUNK = 3  # of which this many at a time go through the costly pair rules (most draws are settled by the first few)
+PAIR_CHUNK = 2  # of which this many at a time (of those passing the rules on the ends) go through the crossing rule
 MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
 MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
 
@@ -129,7 +129,7 @@ class _Geo:
     margin: float  # every vertex stays this far inside the image
     at_pair: tuple  # `_along` [P'] of samples along a curve (spacing <= 2 px) for the exact main-curve rules
     seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
-    end_rule: np.ndarray  # [4, 1, P'] squared clearance of the samples of S1, P, Q, S2 from the partner walk: the ends only
+    end_rule: np.ndarray  # [4, 1, 2] squared clearances of the ends of S1, P, Q, S2 from the partner walk
     at_self: tuple  # `_along` [P''] of samples along a curve for the self rule (spacing < 2 c_end)
     self_far: np.ndarray  # [n, P''] segment and sample far apart along the curve
     start_far: np.ndarray  # [n] segments far from the start along the curve
@@ -194,8 +194,7 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     arc = np.arange(n * sub_self + 1) / sub_self  # arc position of each sample, in segments
     j = np.arange(n)
     gap = seg * np.maximum(np.maximum(j[None, :] - arc[:, None], arc[:, None] - (j[None, :] + 1)), 0.0)
-    end_rule = np.zeros((4, 1, n * sub_pair + 1))
-    end_rule[:, 0, [0, -1]] = np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]]) ** 2
+    end_rule = np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[:, None] ** 2
     pad = int(math.ceil(c_mark)) + 4
     grid = d.image_size + 2 * pad
     win = int(math.floor(seg + 2 * r_stroke + 1.0 + 0.01)) + 1  # covers a segment's box grown by r_stroke + 0.5
@@ -244,7 +243,9 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
 
 
 # A batch of walks keeps the walk axis last, [n + 1, W] (reductions and running sums along
-# a curve then run over whole rows); single curves and configurations are [..., n + 1].
+# a curve then run over whole rows); single curves and configurations are [..., n + 1]. The
+# work is in few numpy calls on whole batches: `take` rather than fancy indexing, no Python
+# loops over points or pixels.
 
 
 def _vertices(h: np.ndarray, seg: float) -> np.ndarray:
@@ -283,21 +284,20 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
     """
     n = g.n
     h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
-    turns = rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))  # (walk 4 b + i of configuration b)
+    turns = rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))  # (row 4 b + i: walk i of configuration b)
     unit = rng.uniform(0.0, 1.0, (B + m, 2))
     W = len(turns)
     h = np.empty((n, W))
     h[0] = 0.0
-    if B:
-        turns[: 4 * B].reshape(B, 4, n - 1).transpose(2, 1, 0).cumsum(axis=0, out=h[1:, : 4 * B].reshape(n - 1, 4, B))
-        turns[4 * B :].T.cumsum(axis=0, out=h[1:, 4 * B :])
-    else:
-        turns.T.cumsum(axis=0, out=h[1:])
-    h[:, : 2 * B].reshape(n, 2, B)[...] += h0[:B]  # S1 and P
-    h[:, 2 * B : 4 * B].reshape(n, 2, B)[...] += h[-1, : 2 * B].reshape(2, B) + math.pi  # Q and S2
+    hc = h[:, : 4 * B].reshape(n, 4, B)  # (a view) [segment, walk, configuration]
+    turns[: 4 * B].reshape(B, 4, n - 1).transpose(2, 1, 0).cumsum(axis=0, out=hc[1:])
+    turns[4 * B :].T.cumsum(axis=0, out=h[1:, 4 * B :])
+    hc[:, :2] += h0[:B]  # S1 and P
+    hc[:, 2:] += hc[-1, :2] + math.pi  # Q and S2
     h[:, 4 * B :] += h0[B:]
     v = _vertices(h, g.seg)
-    v[:, 2 * B : 4 * B] += v[-1, : 2 * B]  # Q leaves B1, S2 leaves E2
+    vc = v[:, : 4 * B].reshape(n + 1, 4, B)
+    vc[:, 2:] += vc[-1, :2]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
     turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
     return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
@@ -369,9 +369,13 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
         ok = np.logical_and.reduce(np.concatenate([hi - lo <= room, ends.real * ends.real + ends.imag * ends.imag
                                                    >= g.d_min ** 2], axis=1), axis=1)
         sel = ok.nonzero()[0]
-        for i in range(0, len(sel), PAIR_CHUNK):  # in order: the first that passes every rule
-            part = sel[i : i + PAIR_CHUNK]
-            for k in part[_pairs_ok(np.ascontiguousarray(vm.take(part, axis=2).transpose(2, 1, 0)), g)].tolist():
+        if not len(sel):
+            continue
+        c = np.ascontiguousarray(vm.take(sel, axis=2).transpose(2, 1, 0))  # [len(sel), 4, n + 1]
+        good = _ends_ok(c, g).nonzero()[0]
+        for i in range(0, len(good), PAIR_CHUNK):  # in order: the first that passes every rule
+            part = good[i : i + PAIR_CHUNK]
+            for k in sel[part[_cross_ok(c.take(part, axis=0), g)]].tolist():
                 if max(w.turn[k : 4 * B : B].tolist()) > g.free_turn and _self_bad(vm[..., k].T, g).any():
                     continue
                 # The translation (`_shift`, in Python floats: the same operations).
@@ -384,23 +388,24 @@ def _main_curves(rng: np.random.Generator, g: _Geo, m: int) -> tuple:
                        "use shorter or straighter curves or a larger image")
 
 
-def _pairs_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
-    """Rules on the pairs X = [S1, P], Y = [S2, Q]; w [K, 4, n + 1] = [S1, P, Q, S2] -> ok [K].
+def _ends_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
+    """Rules on the curve ends of the pairs X = [S1, P], Y = [S2, Q]; w [K, 4, n + 1] = [S1, P, Q, S2] -> ok [K].
 
-    Ends: both ends of X (A and B1, A and E2) and the start of Y (E2, B1) keep `c_mark` from the
-    other curve of the pair; the far end of Y keeps `c_end` from X. Crossings: where strokes of
-    X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least.
+    Both ends of X (A and B1, A and E2) and the start of Y (E2, B1) keep `c_mark` from the
+    other curve of the pair; the far end of Y keeps `c_end` from X.
     """
-    # Samples of every walk against the segments of its partner (walk i against walk 3 - i), in
-    # one go: of X only the ends count (its first and last sample), of Y = [Q, S2] every sample.
-    d2 = _pts_segs_d2(_dense(w, g.at_pair), w[:, ::-1])  # [K, 4, n, P']
+    d2 = _pts_segs_d2(w[..., :: g.n], w[:, ::-1])  # [K, 4, n, 2]: both ends against the partner walk
+    return ~np.logical_or.reduce((d2 < g.end_rule).reshape(len(w), -1), axis=1)
+
+
+def _cross_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
+    """Where strokes of X and Y come closer than `close`, they cross at MIN_CROSS_DEG at least -> ok [K]."""
+    d2 = _pts_segs_d2(_dense(w[:, 3:1:-1], g.at_pair), w[:, :2])  # [K, 2, n, P']: points of Y against X
     s = w[..., 1:] - w[..., :-1]
-    sx, sy = s[:, 1::-1, :, None], s[:, 2:, None, :]
-    cross = sy.real * sx.imag - sy.imag * sx.real  # [K, 2, n, n]: segments of X = [P, S1], of Y = [Q, S2]
+    sx, sy = s[:, :2, :, None], s[:, 3:1:-1, None, :]
+    cross = sy.real * sx.imag - sy.imag * sx.real  # [K, 2, n, n]: segments of X, of Y
     flat = (cross * cross < _SIN_CROSS2 * g.seg ** 4).take(g.seg_of_pair_pt, axis=3)  # [K, 2, n, P']
-    bad = np.logical_or.reduce((d2 < g.end_rule).reshape(len(w), -1), axis=1)
-    bad |= np.logical_or.reduce((flat & (d2[:, 2:] < g.close ** 2)).reshape(len(w), -1), axis=1)
-    return ~bad
+    return ~np.logical_or.reduce((flat & (d2 < g.close ** 2)).reshape(len(w), -1), axis=1)
 
 
 # --- distractors on an occupancy grid --------------------------------------------------------
@@ -461,9 +466,9 @@ def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
 
 class _Candidates(NamedTuple):
     """Curves placed in the image, ready for the grid: vertices [n + 1, M], grid lookups and
-    the bits each lookup clashes with [M, L], direction codes [n + 1, M], and per curve its
-    extent and translation (lo x, lo y, hi x, hi y, t x, t y) and whether it may come close to
-    itself (lists)."""
+    the bits each lookup clashes with [M, L] (see `_Geo.look_at`), direction codes [n + 1, M],
+    and per candidate its extent as drawn and its translation (lo x, lo y, hi x, hi y, t x, t y)
+    and whether it may come close to itself (lists)."""
 
     v: np.ndarray
     look: np.ndarray
@@ -474,9 +479,10 @@ class _Candidates(NamedTuple):
 
 
 def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Candidates:
-    """The candidates of a batch w drawn with B configurations, placed (see `_shift`); those that
-    do not fit in the image look up the last of `cells` grid cells only (the one with every bit).
-    With main = (k, t), the main curves S1 and S2 of configuration k, moved by t, come first."""
+    """The distractor candidates of a batch w drawn with B configurations, placed (see `_shift`);
+    those that do not fit in the image look up the last of `cells` grid cells only (the one with
+    every bit). With main = (k, t), the main curves S1 and S2 of configuration k, moved by t,
+    come first (in the arrays; `where` and `curly` are the candidates' only)."""
     lo, hi, unit = w.lo[4 * B :], w.hi[4 * B :], w.unit[B:]
     t = _shift(lo, hi, unit, g)
     if main:
@@ -487,7 +493,7 @@ def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Ca
     else:
         v, code = w.v[:, 4 * B :], _codes(w.h[:, 4 * B :])
     xy = v.view(np.float64).reshape(g.n + 1, -1, 2)
-    xy += t  # in place (the vertices of a slice of the batch, or of a copy)
+    xy += t  # in place (exact: vertices and translations are multiples of the quantum)
     look = _lookups(xy, g)  # [M, L]
     look[len(main) + np.logical_or.reduce(hi - lo > g.size - 1 - 2 * g.margin, axis=1).nonzero()[0]] = cells - 1
     check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [M, L]
@@ -497,10 +503,12 @@ def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Ca
 
 def _mark(grid: np.ndarray, look: np.ndarray, code: np.ndarray, g: _Geo) -> None:
     """Put placed curves (lookups [k, L], direction codes [n + 1, k]) into the grid."""
-    np.bitwise_or.at(grid, (look.take(g.mark_pt, axis=1) + g.mark_off).ravel(), _SETS.take(code.T.take(g.mark_seg, axis=1)).ravel())
+    cells = (look.take(g.mark_pt, axis=1) + g.mark_off).ravel()
+    np.bitwise_or.at(grid, cells, _SETS.take(code.T.take(g.mark_seg, axis=1)).ravel())
 
 
-def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int, c: _Candidates) -> list[np.ndarray] | None:
+def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int,
+                 c: _Candidates) -> list[np.ndarray] | None:
     """`count` more curves, each the next candidate that fits among those placed; more
     candidates are drawn while needed; None if they do not fit. Each placed curve joins the
     grid: its `close` zone and no-go discs around its ends. Candidates come in rounds: c (drawn
@@ -526,7 +534,8 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
                 k = j
                 lx, ly, hx, hy, tx, ty = where[j]  # its box: the range of the placements, moved by t and grown
                 lx, ly, hx, hy = g.margin - lx, g.margin - ly, outer - hx, outer - hy
-                bj = (g.margin - lx + tx - grow, g.margin - ly + ty - grow, outer - hx + tx + grow, outer - hy + ty + grow)
+                bj = (g.margin - lx + tx - grow, g.margin - ly + ty - grow,
+                      outer - hx + tx + grow, outer - hy + ty + grow)
                 if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
                     k = j - 1  # it may clash with a curve placed since the scan: scan again from j
                     break
@@ -572,7 +581,7 @@ _INSTANCE = _instances()
 
 
 def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Antialiased strokes of curves [C, n + 1]: coverage levels [H, W] (0..ALPHA_LEVELS), instance ids [H, W], curve-1 mask.
+    """Antialiased strokes of curves [C, n + 1]: coverage levels [H, W] (0..ALPHA_LEVELS), instance ids, curve-1 mask.
 
     Every segment gets a fixed window from its bounding box; per pixel the stroke coverage is
     max-composited (the exact union of round-capped segments) through integer keys that
@@ -672,7 +681,7 @@ def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
     for _ in range(MAX_LAYOUTS):
         w, k, t = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
         if not distractors:
-            return w.v[:, [k, 3 * B + k]].T + complex(*t)
+            return np.array([w.v[:, k], w.v[:, 3 * B + k]]) + complex(*t)
         c = _candidates(w, B, g, g.grid * g.grid + 1, (k, t))  # S1, S2, then the candidates
         # The `close` zone of the main strokes, then no-go zones around every marker candidate
         # (A, B1, E2), whatever the answer, and around the free end of S2 (see `_Geo.main_pt`).
