@@ -64,7 +64,9 @@ def plot(rows: list[dict], out: Path) -> None:
                 stats = [mean_ci([r["index"] for r in mine if r["iteration"] == t]) for t in its]
             else:  # one checkpoint: the interval over images
                 stats = [(r["index"], r["ci95"]) for r in sorted(mine, key=lambda r: r["iteration"])]
-            lat = np.nanmean([next(r["latency"] for r in mine if r["checkpoint"] == c) for c in ckpts])
+            lats = [next(r["latency"] for r in mine if r["checkpoint"] == c) for c in ckpts]
+            finite = [x for x in lats if np.isfinite(x)]
+            lat = float(np.mean(finite)) if finite else float("nan")  # over checkpoints with a rising curve
             ax.errorbar(its, [m for m, _ in stats], yerr=[c for _, c in stats], ls=ls, marker="o", ms=3,
                         color=colours[k % len(colours)], capsize=2,
                         label=f"{label}: {region} (n={n_ckpt}, latency {lat:.1f})")
