@@ -71,7 +71,9 @@ def parse(argv: list[str]) -> dict[str, Any]:
     return opts
 
 
-def _script(path: Path):
+def load_analysis(path: str | Path):
+    """An analysis script (a path relative to the repository root, e.g. analysis/probes.py) as a module."""
+    path = ROOT / path
     if not path.is_file():
         raise SystemExit(f"recurvlm-figures: {path} is missing (figures run from a checkout of the repository)")
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -118,7 +120,7 @@ def make_figure(fig: str, scale: str, out: Path, trainer: str | None, extra: lis
             cfg = compose_config("analyze", [f"ckpt_path={ckpt}", *args], fig_out / label)
             analyze(cfg)
     else:
-        script = _script(ROOT / spec["analysis"])
+        script = load_analysis(spec["analysis"])
         script.main([*sum((["--ckpt", str(c)] for c in ckpts), []), *sum((["--label", lb] for lb in labels), []),
                      *args, "--out", str(fig_out)])
     return sorted(fig_out.rglob("*.png"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from recurvlm.data import interchange
 from recurvlm.data.stimuli import generate
 from recurvlm.eval import evaluate
+from recurvlm.figures import load_analysis
 from recurvlm.train import train
 from recurvlm.training.checkpoints import CheckpointError
 
@@ -152,9 +152,7 @@ def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
         cfg = train_cfg("task=figure_ground", f"model={model}", "test=false", "logger=none")
         train(cfg)
         ckpts.append(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
-    spec = importlib.util.spec_from_file_location("probes_script", Path(__file__).resolve().parents[2] / "analysis" / "probes.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_analysis("analysis/probes.py")
     script.main([*sum((["--ckpt", str(c)] for c in ckpts), []), "--label", "ff", "--label", "rec",
                  "--task", "figure_ground", "--target", "figure", "--n-train", "12", "--n-test", "8",
                  "--iterations", "3", "--out", str(tmp_path / "out")])
@@ -171,10 +169,7 @@ def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
         script.main(["--ckpt", str(tmp_path / "nope.ckpt"), "--task", "maze", "--target", "path"])
 
     # the border-ownership analysis on the same checkpoints
-    spec = importlib.util.spec_from_file_location("bo_script", Path(__file__).resolve().parents[2] / "analysis"
-                                                  / "border_ownership.py")
-    bo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bo)
+    bo = load_analysis("analysis/border_ownership.py")
     bo.main([*sum((["--ckpt", str(c)] for c in ckpts), []), "--label", "ff", "--label", "rec", "--n", "6",
              "--iterations", "3", "--out", str(tmp_path / "bo")])
     rows = list(csv.DictReader(open(tmp_path / "bo" / "border_ownership.csv")))
@@ -184,10 +179,7 @@ def test_probe_heatmaps_from_checkpoints(train_cfg, tmp_path):
     assert (tmp_path / "bo" / "border_ownership.png").stat().st_size > 1000
 
     # and the figure-ground time course
-    spec = importlib.util.spec_from_file_location("fg_script", Path(__file__).resolve().parents[2] / "analysis"
-                                                  / "figure_ground.py")
-    fg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fg)
+    fg = load_analysis("analysis/figure_ground.py")
     fg.main([*sum((["--ckpt", str(c)] for c in ckpts), []), "--label", "ff", "--label", "rec", "--n", "6",
              "--iterations", "3", "--out", str(tmp_path / "fg")])
     rows = list(csv.DictReader(open(tmp_path / "fg" / "figure_ground.csv")))
@@ -269,10 +261,7 @@ def test_llava_pair_trains_tests_and_evaluates(train_cfg, compose_cfg, tmp_path)
     # the analysis tools read it through the same features API and recorded maps
     from recurvlm.analyze import analyze
 
-    spec = importlib.util.spec_from_file_location("probes_script", Path(__file__).resolve().parents[2] / "analysis"
-                                                  / "probes.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_analysis("analysis/probes.py")
     script.main(["--ckpt", str(ckpt), "--task", "figure_ground", "--target", "figure", "--n-train", "8",
                  "--n-test", "8", "--out", str(tmp_path / "probes")])
     assert len(list(csv.DictReader(open(tmp_path / "probes" / "probes.csv")))) == cfg.model.net.vision.depth
