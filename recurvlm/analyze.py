@@ -103,8 +103,8 @@ def shown_iterations(t: int, most: int = 8) -> list[int]:
 
 
 def draw(d: dict[str, np.ndarray], i: int, question: str, out: Path) -> list[Path]:
-    """dynamics_<i>.png (rows x iterations, at most 8 columns) and dynamics_<i>.gif (a frame
-    per iteration)."""
+    """dynamics_<i>.png and .pdf (rows x iterations, at most 8 columns) and dynamics_<i>.gif
+    (a frame per iteration)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,6 +129,7 @@ def draw(d: dict[str, np.ndarray], i: int, question: str, out: Path) -> list[Pat
     fig.tight_layout()
     png = out / f"dynamics_{i}.png"
     fig.savefig(png, dpi=110)
+    fig.savefig(png.with_suffix(".pdf"))
     plt.close(fig)
 
     fig, axes = plt.subplots(1, len(rows), figsize=(2.2 * len(rows), 2.5), squeeze=False)
@@ -142,7 +143,7 @@ def draw(d: dict[str, np.ndarray], i: int, question: str, out: Path) -> list[Pat
     gif = out / f"dynamics_{i}.gif"
     FuncAnimation(fig, frame, frames=t).save(gif, writer=PillowWriter(fps=2))
     plt.close(fig)
-    return [png, gif]
+    return [png, png.with_suffix(".pdf"), gif]
 
 
 def analyze(cfg: DictConfig) -> list[Path]:

@@ -111,6 +111,10 @@ def test_head_to_head_writes_table_csv_and_figures(tmp_path):
                  "accuracy_vs_iterations.pdf"):
         assert (out / name).stat().st_size > 0
     assert "| curve_tracing | recurrent_tiny |" in (out / "table.md").read_text()
+    # analysis/head_to_head.py redraws the same table and figures from results.csv alone
+    load_analysis("analysis/head_to_head.py").main([str(out / "results.csv"), "--out", str(tmp_path / "redrawn")])
+    assert (tmp_path / "redrawn" / "table.md").read_text().strip() in (out / "table.md").read_text()
+    assert (tmp_path / "redrawn" / "accuracy_vs_iterations.pdf").stat().st_size > 0
 
 
 def test_baseline_beats_chance_on_the_sanity_setting(train_cfg):
