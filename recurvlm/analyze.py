@@ -42,8 +42,9 @@ def record_dynamics(model, tokenizer, context_length: int, samples: list[Any], *
                     iterations: int | None = None) -> dict[str, np.ndarray]:
     """The per-iteration maps of `samples` (stimulus `Sample`s) as numpy arrays (see module doc)."""
     from .data.datamodule import choice_texts
+    from .probes import image_batch
 
-    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
+    images = image_batch(samples)
     k = max(len(s.choices) for s in samples)
     texts, valid = [], torch.zeros(len(samples), k, dtype=torch.bool)
     for i, s in enumerate(samples):

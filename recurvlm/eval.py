@@ -19,8 +19,7 @@ from omegaconf import DictConfig
 from .config import CONFIG_DIR, register_resolvers
 from .data.datamodule import FolderDataModule, StimulusDataModule
 from .data.interchange import InterchangeError
-from .models.tokenizer import tokenizer_from_dict
-from .training.checkpoints import CheckpointError, check_fits, load_checkpoint
+from .training.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint
 from .training.evaluation import format_table, write_outputs
 from .training.matching import FAMILY, MatchingModule
 
@@ -30,13 +29,11 @@ register_resolvers()
 def load_module(ckpt_path: str) -> tuple[MatchingModule, Any, int]:
     """(module with the checkpoint's weights, its tokenizer, its context length)."""
     ckpt = load_checkpoint(ckpt_path, family=FAMILY)
+    net, tokenizer, context_length = model_from_checkpoint(ckpt, source=ckpt_path)
     meta = ckpt["recurvlm"]
-    tokenizer = tokenizer_from_dict(meta["tokenizer"])
-    net = instantiate(meta["model_config"]["net"])
-    module = MatchingModule(model=net, optimizer=None, model_config=meta["model_config"], tokenizer_state=meta["tokenizer"])  # type: ignore[arg-type]
-    check_fits(module, ckpt, source=ckpt_path)
-    module.load_state_dict(ckpt["state_dict"], strict=True)
-    return module, tokenizer, int(meta["model_config"]["context_length"])
+    module = MatchingModule(model=net, optimizer=None, model_config=meta["model_config"],  # type: ignore[arg-type]
+                            tokenizer_state=meta["tokenizer"])
+    return module, tokenizer, context_length
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:

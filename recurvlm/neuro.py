@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .data.stimuli import get_task
 from .data.stimuli.base import sample_rng
+from .probes import image_batch, iter_features, patch_labels
 
 SIDES = ("left", "right")  # side of the figure that owns the edge at the dot: conditions 1 and 0
 POLARITIES = ("light", "dark")  # which side of the edge is lighter (the task's `polarity` knob)
@@ -99,18 +100,15 @@ def zhou_responses(model, tokenizer, context_length: int, data: ZhouSet, *, iter
     n, _, _, c, h, w = data.images.shape
     flat = data.images.reshape(n * 4, c, h, w)
     questions = [q for q in data.questions for _ in range(4)]
-    recurrent = getattr(model, "recurrent", False)
     patch = model.vision_model.patch_size
     gw = w // patch
     cols = np.clip(np.floor(data.markers[:, 0] / patch).astype(int), 0, gw - 1)
     rows = np.clip(np.floor(data.markers[:, 1] / patch).astype(int), 0, h // patch - 1)
     token = torch.from_numpy(np.repeat(rows * gw + cols, 4))  # [n * 4]
     chunks, layers = [], ()
-    for i in range(0, len(flat), batch_size):
-        q_ids, q_mask = tokenizer.encode(questions[i : i + batch_size], context_length=context_length)
-        f = model.features(flat[i : i + batch_size], q_ids if recurrent else None, q_mask if recurrent else None,
-                           iterations=iterations if recurrent else None)
-        idx = token[i : i + batch_size]
+    for sel, f in iter_features(model, tokenizer, context_length, flat, questions, iterations=iterations,
+                                batch_size=batch_size):
+        idx = token[sel]
         chunks.append(f.tokens[:, :, torch.arange(len(idx)), idx])  # [T, L, b, D]
         layers = f.layers
     r = torch.cat(chunks, dim=2)
@@ -127,8 +125,6 @@ def fgm_regions(figure: Tensor, boundary: Tensor, patch_size: int) -> Tensor:
     """Patch classes [B, h*w] from pixel maps [B, H, W]: 0 ground (no figure, no boundary
     pixel), 1 figure centre (mostly figure, no boundary pixel), 2 figure edge (a boundary
     pixel), -1 neither (a patch mostly ground that touches the figure)."""
-    from .probes import patch_labels
-
     inside = patch_labels(figure, patch_size, "majority")
     touches = patch_labels(figure, patch_size, "any")
     edge = patch_labels(boundary, patch_size, "any")
@@ -176,19 +172,15 @@ def fgm_time_course(model, tokenizer, context_length: int, n: int, seed: int, le
     from .data.stimuli import generate
 
     samples = [generate("figure_ground", seed, i, level) for i in range(n)]
-    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
+    images = image_batch(samples)
     patch = model.vision_model.patch_size
     regions = fgm_regions(torch.from_numpy(np.stack([s.maps["figure"] for s in samples])),
                           torch.from_numpy(np.stack([s.maps["boundary"] for s in samples])), patch)
-    recurrent = getattr(model, "recurrent", False)
     out: dict[str, list[Tensor]] = {r: [] for r in FGM_REGIONS}
     layers: tuple[int, ...] = ()
-    for i in range(0, n, batch_size):
-        q_ids, q_mask = tokenizer.encode([s.question for s in samples[i : i + batch_size]],
-                                         context_length=context_length)
-        f = model.features(images[i : i + batch_size], q_ids if recurrent else None, q_mask if recurrent else None,
-                           iterations=iterations if recurrent else None)
-        for name, v in modulation_index(f.tokens, regions[i : i + batch_size]).items():
+    for sel, f in iter_features(model, tokenizer, context_length, images, [s.question for s in samples],
+                                iterations=iterations, batch_size=batch_size):
+        for name, v in modulation_index(f.tokens, regions[sel]).items():
             out[name].append(v)
         layers = f.layers
     return {k: torch.cat(v, dim=-1).numpy() for k, v in out.items()}, layers

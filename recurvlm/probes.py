@@ -20,12 +20,15 @@ Targets (stimulus map, how a patch's pixels become its label):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .models.outputs import Features
 
 IGNORE = -1
 TARGETS: dict[str, tuple[str, str, str | None]] = {  # target -> (map, patch rule, only patches where)
@@ -112,7 +115,7 @@ def probe_set(task: str, level: str | dict, target: str, n: int, seed: int, patc
     if map_name not in (samples[0].maps or {}):
         raise KeyError(f"task {task!r} has no {map_name!r} map for target {target!r}; "
                        f"its maps: {', '.join(sorted(samples[0].maps or {}))}")
-    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
+    images = image_batch(samples)
     maps = torch.from_numpy(np.stack([np.asarray(s.maps[map_name]) for s in samples]))
     labels = patch_labels(maps, patch_size, rule)
     if within is not None:
@@ -122,20 +125,32 @@ def probe_set(task: str, level: str | dict, target: str, n: int, seed: int, patc
     return ProbeSet(images=images, questions=[s.question for s in samples], labels=labels)
 
 
+def image_batch(samples) -> Tensor:
+    """uint8 [B, 3, H, W] of stimulus `Sample`s (their images are [H, W, 3])."""
+    return torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).contiguous()
+
+
 @torch.no_grad()
+def iter_features(model, tokenizer, context_length: int, images: Tensor, questions: list[str], *,
+                  iterations: int | None = None, batch_size: int = 64) -> Iterator[tuple[slice, Features]]:
+    """(rows, `model.features`) batch by batch; a recurrent model gets each question as its
+    query and runs `iterations` sweeps (None: its training T), a feedforward one T = 1."""
+    recurrent = getattr(model, "recurrent", False)
+    for i in range(0, len(images), batch_size):
+        rows = slice(i, i + batch_size)
+        q = tokenizer.encode(questions[rows], context_length=context_length) if recurrent else (None, None)
+        yield rows, model.features(images[rows], *q, iterations=iterations if recurrent else None)
+
+
 def token_features(model, tokenizer, context_length: int, data: ProbeSet, *, iterations: int | None = None,
                    batch_size: int = 64) -> tuple[Tensor, tuple[int, ...]]:
     """Features of every patch token: [T, L, B * h*w, D] (all blocks), and the blocks."""
     chunks, layers = [], ()
-    for i in range(0, len(data.images), batch_size):
-        q_ids, q_mask = tokenizer.encode(data.questions[i : i + batch_size], context_length=context_length)
-        recurrent = getattr(model, "recurrent", False)
-        feats = model.features(data.images[i : i + batch_size], q_ids if recurrent else None,
-                               q_mask if recurrent else None, iterations=iterations if recurrent else None)
-        chunks.append(feats.tokens)
-        layers = feats.layers
-    tokens = torch.cat(chunks, dim=2)  # [T, L, B, N, D]
-    return tokens.flatten(2, 3), layers
+    for _, f in iter_features(model, tokenizer, context_length, data.images, data.questions, iterations=iterations,
+                              batch_size=batch_size):
+        chunks.append(f.tokens)
+        layers = f.layers
+    return torch.cat(chunks, dim=2).flatten(2, 3), layers
 
 
 def decodability(model, tokenizer, context_length: int, train: ProbeSet, test: ProbeSet, *,

@@ -166,7 +166,7 @@ class CLIPPair(nn.Module):
         for _ in range(self.iterations if iterations is None else iterations):
             v, s, carry = self.top_down.iterate(vit, carry)
             assert carry.low_outputs is not None and carry.outputs is not None
-            tokens.append(vit.patch_stack(carry.low_outputs + carry.outputs[-1], keep, carry.grid_size))
+            tokens.append(vit.patch_stack(carry.low_outputs + carry.outputs, keep, carry.grid_size))
             states.append(s)
             embeds.append(F.normalize(self.visual_projection(v.pooled) + self.top_down.read(s), dim=-1))
         return Features(layers=keep, tokens=torch.stack(tokens), grid_size=carry.grid_size,

@@ -45,8 +45,8 @@ class Carry:
     t: int = 0  # iterations done
     record: bool = False
     maps: dict[str, list[Any]] = field(default_factory=dict)
-    low_outputs: list[Tensor] | None = None  # outputs of the blocks below the first feedback layer
-    outputs: list[list[Tensor]] | None = None  # per iteration, the outputs of the blocks from there up
+    low_outputs: list[Tensor] | None = None  # outputs of the blocks below the first feedback layer (kept on request)
+    outputs: list[Tensor] | None = None  # the last iteration's outputs of the blocks from there up
 
 
 class TopDown(nn.Module):
@@ -77,15 +77,14 @@ class TopDown(nn.Module):
 
     def start(self, vision: VisionTransformer, pixel_values: Tensor, query: Tensor | None, *,
               record: bool = False, keep_outputs: bool = False) -> Carry:
-        """The loop's start; `keep_outputs` keeps every block's output stream at every
-        iteration (`low_outputs`, `outputs`: what the features API reads)."""
+        """The loop's start; `keep_outputs` keeps every block's output stream (`low_outputs`
+        once, `outputs` of the latest iteration: what the features API reads)."""
         grid_size = vision._input_grid(pixel_values, False)
         x = vision.embed(pixel_values, grid_size)
         low_outputs: list[Tensor] | None = [] if keep_outputs else None
         low, _, attn = vision.run_layers(x, 0, self.feedback.first_layer, return_attention=record,
                                          outputs=low_outputs)
-        carry = Carry(low=low, grid_size=grid_size, query=query, record=record, low_outputs=low_outputs,
-                      outputs=[] if keep_outputs else None)
+        carry = Carry(low=low, grid_size=grid_size, query=query, record=record, low_outputs=low_outputs)
         if record:
             carry.maps = {"attentions": [], "feedback": [], "state_norm": [], "low_attentions": attn}
         return carry
@@ -95,7 +94,7 @@ class TopDown(nn.Module):
         fb_maps: dict[int, Tensor] | None = {} if carry.record else None
         hook = None if carry.state is None else self.feedback.hook(carry.state, fb_maps)
         n = carry.low.shape[1]
-        outputs: list[Tensor] | None = [] if carry.outputs is not None else None
+        outputs: list[Tensor] | None = [] if carry.low_outputs is not None else None
         x, _, attn = vision.run_layers(carry.low, self.feedback.first_layer, vision.depth, layer_hook=hook,
                                        return_attention=carry.record, outputs=outputs)
         v = vision.finish(x[:, :n], carry.grid_size)
@@ -110,8 +109,7 @@ class TopDown(nn.Module):
         s, memory = self.state.step(u, carry.memory)
         nxt = Carry(low=carry.low, grid_size=carry.grid_size, query=carry.query, recall=recall, state=s,
                     memory=memory, t=carry.t + 1, record=carry.record, maps=carry.maps,
-                    low_outputs=carry.low_outputs,
-                    outputs=None if carry.outputs is None else [*carry.outputs, outputs])
+                    low_outputs=carry.low_outputs, outputs=outputs)
         if carry.record:
             nxt.maps["attentions"].append(attn)
             nxt.maps["feedback"].append(fb_maps)

@@ -64,19 +64,23 @@ def find_last(log_dir: str | os.PathLike, name: str) -> Path:
     return found[-1]
 
 
-def load_model(path: str | os.PathLike, *, family: str = "clip") -> tuple[nn.Module, Any, int]:
-    """(network in eval mode, its tokenizer, its context length) from a training checkpoint,
-    without Lightning: what analysis uses. Fails in one line if the weights do not fit."""
+def model_from_checkpoint(ckpt: dict[str, Any], *, source: str) -> tuple[nn.Module, Any, int]:
+    """(network in eval mode with the checkpoint's weights, its tokenizer, its context length)
+    from a loaded recurvlm checkpoint; one-line CheckpointError if the weights do not fit."""
     from hydra.utils import instantiate
 
     from ..models.tokenizer import tokenizer_from_dict
 
-    ckpt = load_checkpoint(path, family=family)
     meta = ckpt["recurvlm"]
     net = instantiate(meta["model_config"]["net"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     why = mismatch(net.state_dict(), state)
     if why:
-        raise CheckpointError(f"{path} does not fit its own model config: {why}")
+        raise CheckpointError(f"{source} does not fit its own model config: {why}")
     net.load_state_dict(state, strict=True)
     return net.eval(), tokenizer_from_dict(meta["tokenizer"]), int(meta["model_config"]["context_length"])
+
+
+def load_model(path: str | os.PathLike, *, family: str = "clip") -> tuple[nn.Module, Any, int]:
+    """`model_from_checkpoint` of the checkpoint at `path`, without Lightning: what analysis uses."""
+    return model_from_checkpoint(load_checkpoint(path, family=family), source=str(path))

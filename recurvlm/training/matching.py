@@ -27,6 +27,12 @@ def _key(name: str) -> str:
     return name.replace(".", "·")
 
 
+def part_of(name: str, lr_mult: Mapping[str, float]) -> str | None:
+    """The longest lr_mult prefix (a module path) that parameter `name` lies under, or None."""
+    matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
+    return max(matches, key=len) if matches else None
+
+
 def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
                  lr_mult: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """Optimizer groups: matrices decay; biases, norms, embeddings and logit scale/bias do not.
@@ -39,7 +45,7 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     lr_mult = dict(lr_mult or {})
     names = [n for n, _ in model.named_parameters()]
     for prefix, factor in lr_mult.items():
-        if not any(n == prefix or n.startswith(prefix + ".") for n in names):
+        if not any(part_of(n, {prefix: factor}) for n in names):
             parts = sorted({n.split(".")[0] for n in names})
             raise KeyError(f"lr_mult: {prefix!r} names no parameters of {type(model).__name__}; "
                            f"top-level parts: {', '.join(parts)}")
@@ -49,8 +55,8 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
         raise ValueError("lr_mult needs the optimizer's lr")
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
-        matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
-        factor = float(lr_mult[max(matches, key=len)]) if matches else 1.0
+        part = part_of(name, lr_mult)
+        factor = float(lr_mult[part]) if part is not None else 1.0
         if factor == 0.0:
             p.requires_grad_(False)
         if not p.requires_grad:
@@ -72,8 +78,7 @@ def parts_table(model: nn.Module, lr: float | None = None, lr_mult: Mapping[str,
     lr_mult = dict(lr_mult or {})
     rows: dict[str, list[Any]] = {}
     for name, p in model.named_parameters():
-        matches = [k for k in lr_mult if name == k or name.startswith(k + ".")]
-        part = max(matches, key=len) if matches else name.split(".")[0]
+        part = part_of(name, lr_mult) or name.split(".")[0]
         row = rows.setdefault(part, [0, 0, lr_mult.get(part, 1.0)])
         row[0] += p.numel()
         row[1] += p.numel() if p.requires_grad else 0
