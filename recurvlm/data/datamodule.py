@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from ..models.tokenizer import Tokenizer
@@ -28,13 +29,34 @@ def choice_texts(question: str, choices: Sequence[str]) -> list[str]:
 class ChoiceCollate:
     """`collate`, plus token ids of every choice text: choice_ids / choice_mask [B, K, L]
     and choice_valid [B, K] (K = the most choices in the batch; shorter lists are padded),
-    and of the question alone (the recurrent variant's query): question_ids / question_mask [B, L]."""
+    and of the question alone (the recurrent variant's query): question_ids / question_mask [B, L].
 
-    def __init__(self, tokenizer: Tokenizer, context_length: int) -> None:
+    With `dense_maps` (task -> map name), the targets of the optional dense loss: dense_maps
+    [B, H, W] (bool; all False for items of a task without one) and dense_valid [B]; other
+    maps are dropped."""
+
+    def __init__(self, tokenizer: Tokenizer, context_length: int,
+                 dense_maps: Mapping[str, str] | None = None) -> None:
         self.tokenizer, self.context_length = tokenizer, context_length
+        self.dense_maps = dict(dense_maps or {})
+
+    def _dense(self, items: list[dict[str, Any]]) -> tuple[Tensor, Tensor]:
+        maps, valid = [], []
+        for it in items:
+            name = self.dense_maps.get(it["task"]) if "maps" in it else None  # folder items carry none
+            have = it.get("maps", {})
+            if name is not None and name not in have:
+                raise KeyError(f"data.dense_maps.{it['task']}={name!r} is not a map of that task; "
+                               f"valid: {', '.join(sorted(have)) or '(the item has no maps)'}")
+            maps.append(have[name].bool() if name is not None else torch.zeros(it["image"].shape[1:], dtype=torch.bool))
+            valid.append(name is not None)
+        return torch.stack(maps), torch.tensor(valid)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = collate(items)
+        dense = self._dense(items) if self.dense_maps else None
+        batch = collate([{k: v for k, v in it.items() if k != "maps"} for it in items] if dense else items)
+        if dense is not None:
+            batch["dense_maps"], batch["dense_valid"] = dense
         k = max(len(c) for c in batch["choices"])
         texts, valid = [], torch.zeros(len(items), k, dtype=torch.bool)
         for i, (q, choices) in enumerate(zip(batch["question"], batch["choices"])):
@@ -87,7 +109,7 @@ class StimulusDataModule(L.LightningDataModule):
                  difficulty: Mapping[str, Mapping[str, Any]] | None = None, image_size: int | None = None,
                  n_train: int = 2000, n_val: int = 200, n_test: int = 500, seed: int = 0, val_seed: int = 1000,
                  test_seed: int = 2000, eval_folders: Sequence[str] = (), batch_size: int = 32,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, dense_maps: Mapping[str, str] | None = None) -> None:
         super().__init__()
         tasks, train_levels, eval_levels = list(tasks), list(train_levels), list(eval_levels)
         _check_tasks(tasks, train_levels + eval_levels, "data.tasks")
@@ -102,10 +124,15 @@ class StimulusDataModule(L.LightningDataModule):
         self.seed, self.val_seed, self.test_seed = seed, val_seed, test_seed
         self.eval_folders = list(eval_folders)
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.collate = ChoiceCollate(tokenizer, context_length)
+        self.dense_maps = dict(dense_maps or {})
+        for t in self.dense_maps:
+            if t not in TASK_NAMES:
+                raise KeyError(f"data.dense_maps: unknown task {t!r}; valid tasks: {', '.join(TASK_NAMES)}")
+        self.collate = ChoiceCollate(tokenizer, context_length, self.dense_maps)
 
     def _set(self, task: str, level: str, n: int, seed: int) -> StimulusDataset:
-        return StimulusDataset(task, n, seed=seed, difficulty={"level": level, **self.overrides[task]})
+        return StimulusDataset(task, n, seed=seed, difficulty={"level": level, **self.overrides[task]},
+                               with_maps=task in self.dense_maps)
 
     def _eval_sets(self, n: int, seed: int) -> list[Dataset]:
         sets: list[Dataset] = [self._set(t, lv, n, seed) for t in self.tasks for lv in self.eval_levels]

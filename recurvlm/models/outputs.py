@@ -22,6 +22,7 @@ class VLMOutput:
     text_embeds: torch.Tensor | None = None  # [B, K, E]
     state: Any = None
     maps: dict[str, Any] = field(default_factory=dict)
+    dense_logits: torch.Tensor | None = None  # [T, B, h, w] per-patch logits of the optional dense head
 
     @property
     def final_logits(self) -> torch.Tensor:

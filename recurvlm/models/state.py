@@ -14,6 +14,11 @@ the tokens folded into the batch: input u_t [B, N, S] -> output s_t [B, N, S].
 `step(u_t, memory) -> (s_t, memory)` is the only interface; `memory=None` starts fresh.
 Each module also has `forward(u [B, T, N, S])`, the step loop over a whole sequence, used
 to check stepping against the library's own sequence path where one exists.
+
+`GridScan` is the other axis (DESIGN.md): within one iteration, a sequence model runs along
+the token grid in scan orders (row-major both ways; with `cross` also column-major both
+ways), as Vision Mamba (Zhu et al. 2024) and Vision-LSTM (Alkin et al. 2024) scan images, so
+a signal can travel along a path inside one iteration instead of one block per iteration.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 STATE_KINDS = ("gru", "mamba", "xlstm", "none")
+SCAN_ORDERS = ("none", "raster", "cross")
 
 
 class StateModule(nn.Module):
@@ -181,3 +187,62 @@ def build_state(kind: str, dim: int, **kwargs: Any) -> StateModule:
     if kind not in classes:
         raise ValueError(f"unknown state module {kind!r}; valid: {', '.join(STATE_KINDS)}")
     return classes[kind](dim, **kwargs)
+
+
+def scan_permutations(order: str, grid_size: tuple[int, int]) -> list[Tensor]:
+    """Token orders of a scan over an (h, w) grid stored row-major: `raster` is row-major forward
+    and backward; `cross` adds column-major forward and backward -> a list of index tensors [N]."""
+    if order not in SCAN_ORDERS[1:]:
+        raise ValueError(f"unknown scan order {order!r}; valid: {', '.join(SCAN_ORDERS)}")
+    h, w = grid_size
+    rows = torch.arange(h * w)
+    perms = [rows, rows.flip(0)]
+    if order == "cross":
+        cols = rows.view(h, w).T.reshape(-1)
+        perms += [cols, cols.flip(0)]
+    return perms
+
+
+class GridScan(nn.Module):
+    """Mixes a token grid u [B, N, S] along scan paths within one iteration (see the module
+    docstring): one sequence model per scan direction (`gru`: torch.nn.GRU; `mamba`:
+    transformers' Mamba blocks on their sequence path; `xlstm`: an xLSTM block stack with a
+    context of N tokens), their outputs, each put back in grid order, concatenated and
+    projected by a zero-initialised linear map, so at initialisation the scan adds nothing.
+    """
+
+    def __init__(self, *, kind: str, order: str, dim: int, grid_size: tuple[int, int], **kwargs: Any) -> None:
+        super().__init__()
+        if kind not in ("gru", "mamba", "xlstm"):
+            raise ValueError(f"top_down.scan={order!r} needs a sequence model: state gru, mamba or xlstm, not {kind!r}")
+        self.kind, self.order, self.grid_size = kind, order, tuple(grid_size)
+        n_dirs = len(scan_permutations(order, self.grid_size))
+        n = self.grid_size[0] * self.grid_size[1]
+        if kind == "gru":
+            self.paths = nn.ModuleList(nn.GRU(dim, dim, batch_first=True) for _ in range(n_dirs))
+        elif kind == "mamba":
+            self.paths = nn.ModuleList(MambaState(dim, **kwargs) for _ in range(n_dirs))
+        else:
+            kw = {k: v for k, v in kwargs.items() if k != "max_iterations"}
+            self.paths = nn.ModuleList(XLSTMState(dim, max_iterations=n, **kw) for _ in range(n_dirs))
+        self.out = nn.Linear(n_dirs * dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def _sequence(self, path: nn.Module, x: Tensor) -> Tensor:
+        if self.kind == "gru":
+            return path(x)[0]
+        if self.kind == "mamba":
+            return path._run(x, None)
+        return path.stack(x)
+
+    def forward(self, u: Tensor, grid_size: tuple[int, int]) -> Tensor:
+        """The scan's contribution [B, N, S] for the grid u [B, N, S] of shape `grid_size`."""
+        if tuple(grid_size) != self.grid_size:
+            raise ValueError(f"top_down.scan was built for a {self.grid_size} token grid, got {tuple(grid_size)}")
+        outs = []
+        for path, perm in zip(self.paths, scan_permutations(self.order, self.grid_size)):
+            perm = perm.to(u.device)
+            y = self._sequence(path, u.index_select(1, perm))
+            outs.append(y.index_select(1, torch.argsort(perm)))  # back to grid order
+        return self.out(torch.cat(outs, dim=-1))

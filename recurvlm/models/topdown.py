@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .feedback import Feedback
-from .state import build_state
+from .state import SCAN_ORDERS, GridScan, build_state
 from .vit import VisionTransformer, ViTOutput
 
 LOSSES = ("last", "mean", "progressive")
@@ -47,6 +47,7 @@ class Carry:
     maps: dict[str, list[Any]] = field(default_factory=dict)
     low_outputs: list[Tensor] | None = None  # outputs of the blocks below the first feedback layer (kept on request)
     outputs: list[Tensor] | None = None  # the last iteration's outputs of the blocks from there up
+    dense: Tensor | None = None  # [B, h, w] the dense head's logits of this iteration (a model with one)
 
 
 class TopDown(nn.Module):
@@ -54,12 +55,14 @@ class TopDown(nn.Module):
 
     state: gru | mamba | xlstm | none (kwargs in `state_kwargs`); mechanism: add | gain |
     tokens | xattn; layers: ViT blocks that receive feedback; recall: feed the first sweep's
-    tokens to the state at every iteration (DeepThinking's input recall).
+    tokens to the state at every iteration (DeepThinking's input recall); scan: none | raster
+    | cross, a sequence model of the state's kind along the token grid within each iteration
+    (`state.GridScan`), added to the state's input.
     """
 
     def __init__(self, *, vision: VisionTransformer, query_width: int, embed_dim: int, state: str = "gru",
                  state_dim: int = 64, state_kwargs: dict[str, Any] | None = None, mechanism: str = "add",
-                 layers: Sequence[int] = (1,), recall: bool = False) -> None:
+                 layers: Sequence[int] = (1,), recall: bool = False, scan: str = "none") -> None:
         super().__init__()
         width = vision.width
         self.state_dim = state_dim
@@ -67,6 +70,10 @@ class TopDown(nn.Module):
         self.query_in = nn.Linear(query_width, 2 * state_dim)  # FiLM of the state input: scale and shift
         self.recall_in = nn.Linear(width, state_dim) if recall else None
         self.state = build_state(state, state_dim, **dict(state_kwargs or {}))
+        if scan not in SCAN_ORDERS:
+            raise ValueError(f"unknown top_down.scan {scan!r}; valid: {', '.join(SCAN_ORDERS)}")
+        self.scan = (GridScan(kind=state, order=scan, dim=state_dim, grid_size=vision.grid_size,
+                              **dict(state_kwargs or {})) if scan != "none" else None)
         self.feedback = Feedback(mechanism=mechanism, layers=layers, state_dim=state_dim, width=width,
                                  depth=vision.depth, num_prefix_tokens=vision.num_prefix_tokens,
                                  num_patches=vision.num_patches, heads=vision.heads)
@@ -106,6 +113,8 @@ class TopDown(nn.Module):
         if self.recall_in is not None:
             recall = self.recall_in(v.tokens) if recall is None else recall
             u = u + recall
+        if self.scan is not None:
+            u = u + self.scan(u, carry.grid_size)
         s, memory = self.state.step(u, carry.memory)
         nxt = Carry(low=carry.low, grid_size=carry.grid_size, query=carry.query, recall=recall, state=s,
                     memory=memory, t=carry.t + 1, record=carry.record, maps=carry.maps,

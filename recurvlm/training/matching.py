@@ -10,13 +10,18 @@ numbers are right under DDP). Test steps also keep one record per item for
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+
+from ..models.lora import is_adapter
+from ..models.losses import dense_loss
 
 FAMILY = "clip"
 log = logging.getLogger(__name__)
@@ -41,6 +46,9 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
     "vision_model.encoder.layers.0") to a factor on `lr`; the longest matching prefix wins, and
     a factor of 0 freezes those parameters (requires_grad=False, left out of the optimizer).
     A prefix that matches no parameter is an error naming the model's top-level parts.
+    lr_mult never unfreezes: parameters already frozen (a LoRA-wrapped LM's base weights, frozen
+    by peft) stay frozen. LoRA adapters under a prefix take its factor as the scale of their lr,
+    and a factor of 0 on them is an error: it would leave the adapted part with nothing to train.
     """
     lr_mult = dict(lr_mult or {})
     names = [n for n, _ in model.named_parameters()]
@@ -53,6 +61,12 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
             raise ValueError(f"lr_mult.{prefix}={factor!r}; valid: a number >= 0 (0 freezes)")
     if lr_mult and lr is None:
         raise ValueError("lr_mult needs the optimizer's lr")
+    for name in names:
+        part = part_of(name, lr_mult)
+        if part is not None and lr_mult[part] == 0 and is_adapter(name):
+            raise ValueError(f"lr_mult.{part}=0 would freeze its LoRA adapters ({name}); peft already freezes "
+                             f"the base weights under them: drop lr_mult.{part}, or give a factor > 0 to scale "
+                             f"the adapters' lr")
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         part = part_of(name, lr_mult)
@@ -74,12 +88,14 @@ def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None,
 
 def parts_table(model: nn.Module, lr: float | None = None, lr_mult: Mapping[str, float] | None = None) -> str:
     """A markdown table of the model's parts (top-level modules, and any lr_mult prefix):
-    parameters, trainable parameters and learning rate."""
+    parameters, trainable parameters and learning rate. LoRA adapters get rows of their own,
+    `<part> (lora)`, beside the base weights they wrap (`<part>`)."""
     lr_mult = dict(lr_mult or {})
     rows: dict[str, list[Any]] = {}
     for name, p in model.named_parameters():
         part = part_of(name, lr_mult) or name.split(".")[0]
-        row = rows.setdefault(part, [0, 0, lr_mult.get(part, 1.0)])
+        label = f"{part} (lora)" if is_adapter(name) else part
+        row = rows.setdefault(label, [0, 0, lr_mult.get(part, 1.0)])
         row[0] += p.numel()
         row[1] += p.numel() if p.requires_grad else 0
     lines = ["| part | params | trainable | lr |", "|---|---:|---:|---:|"]
@@ -94,13 +110,15 @@ class MatchingModule(L.LightningModule):
 
     optimizer: a partial (Hydra `_partial_: true`) taking `params`; weight decay is read
     from it and applied to matrices only. scheduler: a partial taking `optimizer`, or None.
+    parts_path: where to write the parts table (markdown) when the optimizer is set up, so a
+    run dir shows what trained (e.g. `<run>/parts.md`); None: only logged.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
                  tokenizer_state: dict[str, Any] | None = None, eval_iterations: int | None = None,
                  test_iterations: int | None = None, seed: int = 0,
-                 lr_mult: Mapping[str, float] | None = None) -> None:
+                 lr_mult: Mapping[str, float] | None = None, parts_path: str | os.PathLike | None = None) -> None:
         super().__init__()
         self.model = model
         # T at validation and test (any T for a recurrent model; None: the training T)
@@ -109,6 +127,7 @@ class MatchingModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model_config, self.tokenizer_state = model_config, tokenizer_state
         self.lr_mult = dict(lr_mult or {})  # name prefix -> factor on lr (0 freezes); see param_groups
+        self.parts_path = None if parts_path is None else Path(parts_path)
         self.acc = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in ("train", "val", "test")})
         self.group_acc = nn.ModuleDict()
         self.group_names: dict[str, str] = {}
@@ -156,6 +175,7 @@ class MatchingModule(L.LightningModule):
             alpha = self.model.progressive_alpha
             terms["progressive_loss"] = self.model.loss(prog, batch["label"])["choice_loss"]
             terms["loss"] = (1 - alpha) * terms["choice_loss"] + alpha * terms["progressive_loss"]
+        self._dense_term(out, batch, split, terms)
         bs = len(batch["label"])
         for name, value in terms.items():
             self.log(f"{split}/{name}", value, batch_size=bs, prog_bar=(name == "loss"), sync_dist=split != "train")
@@ -168,6 +188,22 @@ class MatchingModule(L.LightningModule):
         if split == "test":
             self._record(batch, out.logits, pred)
         return terms["loss"]
+
+    def _dense_term(self, out: Any, batch: dict[str, Any], split: str, terms: dict[str, Tensor]) -> None:
+        """Add the optional dense loss (a model with a dense head; maps from data.dense_maps)
+        to `terms`, weighted by the model's dense_weight; identical for every model family."""
+        logits = getattr(out, "dense_logits", None)
+        if logits is None:
+            return
+        if "dense_maps" not in batch:
+            if split == "train":
+                raise ValueError("model.net.dense_weight > 0 needs the maps to supervise: set data.dense_maps "
+                                 "(task -> map name), e.g. {curve_tracing: target_curve, maze: path}")
+            return
+        mode = "mean" if getattr(self.model, "loss_mode", "last") == "mean" else "last"
+        term = dense_loss(logits, batch["dense_maps"], batch["dense_valid"], mode)["dense_loss"]
+        terms["dense_loss"] = term
+        terms["loss"] = terms["loss"] + self.model.dense_weight * term
 
     def _update_groups(self, split: str, batch: dict[str, Any], correct: Tensor) -> None:
         for i, (task, level) in enumerate(zip(batch["task"], batch["level"])):
@@ -222,7 +258,11 @@ class MatchingModule(L.LightningModule):
         kw = getattr(self.optimizer_factory, "keywords", {})
         wd, lr = kw.get("weight_decay", 0.0), kw.get("lr")
         opt = self.optimizer_factory(params=param_groups(self.model, wd, lr, self.lr_mult))
-        log.info("parts:\n%s", parts_table(self.model, lr, self.lr_mult))
+        table = parts_table(self.model, lr, self.lr_mult)
+        log.info("parts:\n%s", table)
+        if self.parts_path is not None and self.global_rank == 0:
+            self.parts_path.parent.mkdir(parents=True, exist_ok=True)
+            self.parts_path.write_text(table + "\n")
         if self.scheduler_factory is None:
             return opt
         kwargs = {}

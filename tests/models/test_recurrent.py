@@ -238,3 +238,84 @@ def test_layer_selection_and_bad_requests_fail_naming_the_valid_ones():
         model.features(x[0])
     with pytest.raises(ValueError, match="feedforward model runs one iteration"):
         baseline_of(model).features(x[0], iterations=2)
+
+
+# --- grid scans (state along the token grid within one iteration) ------------------------
+
+from recurvlm.models.state import GridScan, scan_permutations  # noqa: E402
+
+
+def test_scan_orders_visit_every_token_once_in_row_and_column_order():
+    raster, back, cols, cols_back = scan_permutations("cross", (2, 3))
+    assert raster.tolist() == [0, 1, 2, 3, 4, 5] and back.tolist() == [5, 4, 3, 2, 1, 0]
+    assert cols.tolist() == [0, 3, 1, 4, 2, 5] and cols_back.tolist() == [5, 2, 4, 1, 3, 0]
+    assert len(scan_permutations("raster", (2, 3))) == 2
+    with pytest.raises(ValueError, match="valid: none, raster, cross"):
+        scan_permutations("spiral", (2, 3))
+
+
+@pytest.mark.parametrize("kind", ["gru", "mamba", "xlstm"])
+@pytest.mark.parametrize("direction", [0, 1, 2, 3])
+def test_each_scan_direction_is_causal_along_its_own_order(kind, direction):
+    """Read through one direction only, the output at a token depends on exactly the tokens
+    at or before it in that direction's order: the path is what carries the signal."""
+    torch.manual_seed(0)
+    kw = {k: v for k, v in STATES[kind].items() if k != "max_iterations"}
+    scan = GridScan(kind=kind, order="cross", dim=8, grid_size=(3, 3), **kw)
+    with torch.no_grad():
+        scan.out.weight.zero_()
+        scan.out.weight[:, 8 * direction : 8 * (direction + 1)] = torch.eye(8)
+    u = torch.randn(1, 9, 8, requires_grad=True)
+    read = torch.randn(8)  # a random readout (a plain sum of a normalised output is constant)
+    order = scan_permutations("cross", (3, 3))[direction].tolist()
+    for pos, token in enumerate(order):
+        (grad,) = torch.autograd.grad(scan(u, (3, 3))[0, token] @ read, u)
+        reached = set((grad[0].abs().sum(-1) > 0).nonzero().flatten().tolist())
+        assert reached == set(order[: pos + 1]), (token, reached)
+
+
+@pytest.mark.parametrize("state", ["gru", "mamba", "xlstm"])
+def test_a_scanning_model_starts_as_the_model_without_scan_and_steps_like_forward(state):
+    x = batch()
+    plain = make(state, "add")
+    vision, text = towers(0)
+    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": "add",
+                "layers": [1], "recall": True, "scan": "cross"}
+    scanning = CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, top_down=top_down,
+                        iterations=3)
+    scanning.load_state_dict(plain.state_dict(), strict=False)  # the scan's own weights stay as built
+    with torch.no_grad():
+        torch.testing.assert_close(scanning(*x).logits, plain(*x).logits, rtol=0, atol=1e-6)
+    model = trained_a_little(scanning, x).eval()
+    with torch.no_grad():
+        out = model(*x, iterations=4)
+        txt = model.encode_choices(x[1], x[2])
+        carry, stepped = model.start(x[0], x[4], x[5]), []
+        for _ in range(4):
+            (logits, _), carry = model.step(carry, txt, x[3])
+            stepped.append(logits)
+    torch.testing.assert_close(torch.stack(stepped), out.logits, rtol=0, atol=1e-6)
+    assert not torch.allclose(out.logits, plain(*x, iterations=4).logits, atol=1e-4)  # the scan does act
+
+
+@pytest.mark.parametrize("state", ["gru", "mamba"])
+def test_every_scan_parameter_receives_a_gradient(state):
+    x = batch()
+    vision, text = towers(0)
+    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": "add",
+                "layers": [1], "recall": True, "scan": "raster"}
+    model = trained_a_little(CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8,
+                                      top_down=top_down, iterations=2), x)
+    model.loss(model(*x), torch.tensor([1, 0, 1]))["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient: {missing}"
+
+
+def test_scan_needs_a_sequence_state_and_its_grid():
+    vision, text = towers(0)
+    with pytest.raises(ValueError, match="needs a sequence model"):
+        CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, iterations=2,
+                 top_down={"state": "none", "state_dim": 8, "scan": "raster"})
+    with pytest.raises(ValueError, match="valid: none, raster, cross"):
+        CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, iterations=2,
+                 top_down={"state": "gru", "state_dim": 8, "scan": "zigzag"})
