@@ -2,7 +2,8 @@
 
 Hydra composes `conf/train.yaml`; every object is built from its `_target_` here, at the
 edge. Outputs go to the run dir: checkpoints/{last,best-*}.ckpt, csv/ (always), wandb/
-(when on), metrics.json and predictions.jsonl of the test of the best checkpoint.
+(when on), parts.md (what trains: the parts table), metrics.json and predictions.jsonl of
+the test of the best checkpoint.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def build_model(model_cfg: DictConfig | dict[str, Any], tokenizer: Any):
     return net
 
 
+def build_module(cfg: DictConfig, net: Any, tokenizer: Any) -> MatchingModule:
+    """The training module around `net`: optimizer and scheduler partials, per-part rates and
+    freezing (`model.lr_mult`, e.g. from `stage=`), and what checkpoints carry to rebuild `net`."""
+    scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
+    return MatchingModule(model=net, optimizer=instantiate(cfg.optim.optimizer), scheduler=scheduler,
+                          model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length},
+                          tokenizer_state=tokenizer.to_dict(), eval_iterations=cfg.get("eval_iterations"),
+                          test_iterations=cfg.get("test_iterations"), seed=cfg.seed,
+                          lr_mult=to_plain(cfg.model.lr_mult) if cfg.model.get("lr_mult") else {},
+                          parts_path=Path(cfg.paths.output_dir) / "parts.md")
+
+
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """The configured loggers, with a CSV logger always among them (analysis reads it)."""
     from lightning.pytorch.loggers import CSVLogger
@@ -75,12 +88,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     tokenizer = instantiate(cfg.model.tokenizer)
     net = build_model(cfg.model.net, tokenizer)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, context_length=cfg.model.context_length)
-    scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
-    module = MatchingModule(model=net, optimizer=instantiate(cfg.optim.optimizer), scheduler=scheduler,
-                            model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length},
-                            tokenizer_state=tokenizer.to_dict(), eval_iterations=cfg.get("eval_iterations"),
-                            test_iterations=cfg.get("test_iterations"), seed=cfg.seed,
-                            lr_mult=to_plain(cfg.model.lr_mult) if cfg.model.get("lr_mult") else {})
+    module = build_module(cfg, net, tokenizer)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=build_callbacks(cfg))
 
     ckpt_path = resolve_ckpt_path(cfg)

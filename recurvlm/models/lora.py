@@ -1,0 +1,50 @@
+"""LoRA adapters on a Hugging Face causal LM through peft: composition (the LM is wrapped, never patched).
+
+`with_lora` is a Hydra `_target_`: `stage=instruct_lora` (conf/stage/instruct_lora.yaml) sets
+`model.net.lm` to `with_lora(model=${model.lm}, ...)`, so the model config stored in a
+checkpoint rebuilds the same wrapped network and its adapter weights load by plain copy.
+The wrapped LM keeps the interface `LlavaPair` uses: `get_input_embeddings()`,
+`forward(inputs_embeds=, attention_mask=, position_ids=)` and `generate(inputs_embeds=...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+ADAPTER_PREFIX = "lora_"  # peft's LoRA parameters: lora_A, lora_B, lora_embedding_{A,B}, lora_magnitude_vector (DoRA)
+
+
+def is_adapter(name: str) -> bool:
+    """Whether parameter `name` is a LoRA adapter weight (not a base weight it wraps)."""
+    return any(part.startswith(ADAPTER_PREFIX) for part in name.split("."))
+
+
+def with_lora(model: nn.Module, *, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+              target_modules: str | Sequence[str] = "all-linear") -> nn.Module:
+    """`model` (a transformers causal LM) with LoRA adapters (Hu et al. 2021) on `target_modules`.
+
+    target_modules: "all-linear" (every linear layer but the output head, as LLaVA-1.5's LoRA
+    recipe; Liu et al. 2023 used r=128, alpha=256, dropout 0.05 on 7B/13B LMs) or module names
+    such as ["q_proj", "v_proj"]. Returns peft's `PeftModelForCausalLM`: its base weights are
+    frozen (requires_grad=False) and only the adapters train. `lora_B` starts at zero, so the
+    wrapped LM computes exactly what `model` did until the adapters have trained.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    if not (isinstance(r, int) and r >= 1):
+        raise ValueError(f"model.lora.r={r!r}; valid: an integer >= 1")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.lora.dropout={dropout!r}; valid: 0 <= dropout < 1")
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)  # Hydra passes ListConfig
+    if not isinstance(targets, str):
+        # peft fails only when no name matches; a typo in one of several names would go unadapted
+        names = [n for n, _ in model.named_modules()]
+        missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+        if missing or not targets:
+            raise ValueError(f"model.lora.target_modules: {missing or targets!r} matches no module of "
+                             f"{type(model).__name__}; valid: all-linear, or module names such as q_proj, v_proj")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
+                        task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
