@@ -5,13 +5,15 @@
 checkpoint rebuilds the same wrapped network and its adapter weights load by plain copy.
 The wrapped LM keeps the interface `LlavaPair` uses: `get_input_embeddings()`,
 `forward(inputs_embeds=, attention_mask=, position_ids=)` and `generate(inputs_embeds=...)`.
+`wrap_state_dict` keys the weights of a net before wrapping (a stage=align or recurvlm-pretrain
+checkpoint) for the wrapped net, so stage=instruct_lora can start from them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 ADAPTER_PREFIX = "lora_"  # peft's LoRA parameters: lora_A, lora_B, lora_embedding_{A,B}, lora_magnitude_vector (DoRA)
 
@@ -19,6 +21,34 @@ ADAPTER_PREFIX = "lora_"  # peft's LoRA parameters: lora_A, lora_B, lora_embeddi
 def is_adapter(name: str) -> bool:
     """Whether parameter `name` is a LoRA adapter weight (not a base weight it wraps)."""
     return any(part.startswith(ADAPTER_PREFIX) for part in name.split("."))
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter name of a LoRA-wrapped net as it was before wrapping: peft's `base_model.model.`
+    and `.base_layer` dropped (`lm.base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight`
+    -> `lm.model.layers.0.self_attn.q_proj.weight`)."""
+    return name.replace("base_model.model.", "", 1).replace(".base_layer.", ".")
+
+
+def wrap_state_dict(state: Mapping[str, Tensor], net: nn.Module) -> dict[str, Tensor]:
+    """`state` keyed as `net`'s state dict, where `net` may hold LoRA-wrapped modules and `state`
+    may come from the net before wrapping (e.g. stage=align, then stage=instruct_lora).
+
+    Keys `net` shares with `state` are taken as they are; base weights are found under their
+    unwrapped names; adapters `state` lacks keep `net`'s own values (lora_B = 0, so `net` then
+    computes what `state`'s net did). Keys of `state` left unused are passed on under their own
+    names, and keys found nowhere stay missing, so a strict load still names both."""
+    out: dict[str, Tensor] = {}
+    used: set[str] = set()
+    for key, own in net.state_dict().items():
+        source = key if key in state else unwrapped_name(key)
+        if source in state:
+            out[key] = state[source]
+            used.add(source)
+        elif is_adapter(key):
+            out[key] = own
+    out.update({k: v for k, v in state.items() if k not in used and k not in out})
+    return out
 
 
 def with_lora(model: nn.Module, *, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,

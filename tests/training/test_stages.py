@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from recurvlm.eval import evaluate
-from recurvlm.models.lora import is_adapter, with_lora
+from recurvlm.models.lora import is_adapter, unwrapped_name, with_lora, wrap_state_dict
 from recurvlm.train import build_model, build_module, train
 from recurvlm.training.checkpoints import load_checkpoint, model_from_checkpoint
 from recurvlm.training.matching import FAMILY
@@ -203,3 +203,28 @@ def test_instruct_lora_run_evaluates_identically_from_its_checkpoint(train_cfg, 
         return {r["id"]: r["probs"] for r in map(json.loads, path.read_text().splitlines())}
 
     assert probs(tmp_path / "eval" / "predictions.jsonl") == probs(out / "predictions.jsonl")
+
+
+def test_instruct_lora_starts_from_an_align_net_and_computes_what_it_did(train_cfg):
+    """stage=align weights (no adapters) keyed for the LoRA-wrapped net by wrap_state_dict load
+    strictly; with the adapters at their zero init the wrapped net equals the align net."""
+    cfg, align_net, module, opt = _build(train_cfg, "align")
+    batch = _batch(cfg)
+    align_net.train()
+    for _ in range(2):  # a trained projector, so the test would see it not carried over
+        opt.zero_grad()
+        align_net.loss(module(batch), batch["label"])["loss"].backward()
+        opt.step()
+    _, lora_net, _, _ = _build(train_cfg, "instruct_lora")  # built later: other initial weights
+    state = align_net.state_dict()
+    assert not torch.equal(lora_net.multi_modal_projector.linear_1.weight, state["multi_modal_projector.linear_1.weight"])
+    with pytest.raises(RuntimeError, match="Missing key"):
+        lora_net.load_state_dict(state, strict=True)  # peft's names differ from the plain LM's
+    lora_net.load_state_dict(wrap_state_dict(state, lora_net), strict=True)
+    assert {unwrapped_name(k) for k in lora_net.state_dict() if not is_adapter(k)} == set(state)
+    align_net.eval(), lora_net.eval()
+    with torch.no_grad():
+        assert torch.equal(lora_net(*_choice_args(batch)).logits, align_net(*_choice_args(batch)).logits)
+    extra = {**state, "lm.extra.weight": torch.zeros(1)}  # a key of another net is not dropped silently
+    with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*lm\.extra\.weight"):
+        lora_net.load_state_dict(wrap_state_dict(extra, lora_net), strict=True)
