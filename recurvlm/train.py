@@ -26,15 +26,22 @@ log = logging.getLogger("recurvlm.train")
 register_resolvers()
 
 
-def build_model(model_cfg: DictConfig | dict[str, Any], tokenizer: Any):
-    """The network from its config, after checking the tokenizer's vocabulary fits it."""
+def build_model(model_cfg: DictConfig | dict[str, Any], tokenizer: Any, prompt: str | None = None):
+    """The network from its config, after checking the tokenizer's vocabulary fits it. A LLaVA
+    pair's image token lies above the tokenizer's ids, or, when the prompt template holds the
+    `<image>` placeholder, is the id the tokenizer gives it (llava-hf's tokenizers own it)."""
     net = instantiate(model_cfg)
     vocab = getattr(getattr(net, "text_model", None), "vocab_size", None)
     if vocab is not None and tokenizer.vocab_size > vocab:
         raise ValueError(f"model.net.text.vocab_size={vocab} is smaller than the tokenizer's vocabulary "
                          f"({tokenizer.vocab_size}); raise it")
     image_token = getattr(net, "image_token_id", None)
-    if image_token is not None:
+    if image_token is not None and prompt is not None and "<image>" in prompt:
+        ids, mask = tokenizer.encode(["<image>"], context_length=8)
+        if int((ids[mask] == image_token).sum()) != 1:
+            raise ValueError(f"model.prompt holds <image>, but the tokenizer does not encode it as the model's "
+                             f"image token {image_token} (got ids {ids[mask].tolist()})")
+    elif image_token is not None:
         lm_vocab = net.lm.get_input_embeddings().num_embeddings
         if not tokenizer.vocab_size <= image_token < lm_vocab:
             raise ValueError(f"model.net.image_token_id={image_token} must lie in [{tokenizer.vocab_size}, {lm_vocab}) "
@@ -47,7 +54,8 @@ def build_module(cfg: DictConfig, net: Any, tokenizer: Any) -> MatchingModule:
     freezing (`model.lr_mult`, e.g. from `stage=`), and what checkpoints carry to rebuild `net`."""
     scheduler = instantiate(cfg.optim.scheduler) if cfg.optim.get("scheduler") else None
     return MatchingModule(model=net, optimizer=instantiate(cfg.optim.optimizer), scheduler=scheduler,
-                          model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length},
+                          model_config={"net": to_plain(cfg.model.net), "context_length": cfg.model.context_length,
+                                        "prompt": cfg.model.get("prompt")},  # recurvlm-eval reads questions alike
                           tokenizer_state=tokenizer.to_dict(), eval_iterations=cfg.get("eval_iterations"),
                           test_iterations=cfg.get("test_iterations"), seed=cfg.seed,
                           lr_mult=to_plain(cfg.model.lr_mult) if cfg.model.get("lr_mult") else {},
@@ -86,8 +94,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     tokenizer = instantiate(cfg.model.tokenizer)
-    net = build_model(cfg.model.net, tokenizer)
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer, context_length=cfg.model.context_length)
+    prompt = cfg.model.get("prompt")  # a template the model reads every question in (llava_1_5_7b)
+    net = build_model(cfg.model.net, tokenizer, prompt=prompt)
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer, context_length=cfg.model.context_length,
+                             **({"prompt": prompt} if prompt else {}))
     module = build_module(cfg, net, tokenizer)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=build_loggers(cfg), callbacks=build_callbacks(cfg))
 

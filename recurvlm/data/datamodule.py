@@ -26,6 +26,13 @@ def choice_texts(question: str, choices: Sequence[str]) -> list[str]:
     return [f"{question} {c}" for c in choices]
 
 
+def check_prompt(prompt: str | None) -> str | None:
+    """A prompt template must hold `{question}` exactly once (model.prompt)."""
+    if prompt is not None and prompt.count("{question}") != 1:
+        raise ValueError(f"model.prompt={prompt!r} must contain {{question}} exactly once")
+    return prompt
+
+
 class ChoiceCollate:
     """`collate`, plus token ids of every choice text: choice_ids / choice_mask [B, K, L]
     and choice_valid [B, K] (K = the most choices in the batch; shorter lists are padded),
@@ -33,12 +40,17 @@ class ChoiceCollate:
 
     With `dense_maps` (task -> map name), the targets of the optional dense loss: dense_maps
     [B, H, W] (bool; all False for items of a task without one) and dense_valid [B]; other
-    maps are dropped."""
+    maps are dropped.
+
+    `prompt`: a template the model reads every question in (model.prompt, e.g. LLaVA-1.5's
+    "USER: <image>\n{question} ASSISTANT:"); the choice texts are then "<prompt> <answer>"
+    and the question ids the prompt's. None: the bare question."""
 
     def __init__(self, tokenizer: Tokenizer, context_length: int,
-                 dense_maps: Mapping[str, str] | None = None) -> None:
+                 dense_maps: Mapping[str, str] | None = None, prompt: str | None = None) -> None:
         self.tokenizer, self.context_length = tokenizer, context_length
         self.dense_maps = dict(dense_maps or {})
+        self.prompt = check_prompt(prompt)
 
     def _dense(self, items: list[dict[str, Any]]) -> tuple[Tensor, Tensor]:
         maps, valid = [], []
@@ -59,14 +71,15 @@ class ChoiceCollate:
             batch["dense_maps"], batch["dense_valid"] = dense
         k = max(len(c) for c in batch["choices"])
         texts, valid = [], torch.zeros(len(items), k, dtype=torch.bool)
-        for i, (q, choices) in enumerate(zip(batch["question"], batch["choices"])):
+        questions = [self.prompt.replace("{question}", q) if self.prompt else q for q in batch["question"]]
+        for i, (q, choices) in enumerate(zip(questions, batch["choices"])):
             texts += choice_texts(q, choices) + [""] * (k - len(choices))
             valid[i, : len(choices)] = True
         ids, mask = self.tokenizer.encode(texts, context_length=self.context_length)
         batch["choice_ids"] = ids.view(len(items), k, -1)
         batch["choice_mask"] = mask.view(len(items), k, -1)
         batch["choice_valid"] = valid
-        batch["question_ids"], batch["question_mask"] = self.tokenizer.encode(list(batch["question"]),
+        batch["question_ids"], batch["question_mask"] = self.tokenizer.encode(questions,
                                                                               context_length=self.context_length)
         return batch
 
@@ -109,7 +122,8 @@ class StimulusDataModule(L.LightningDataModule):
                  difficulty: Mapping[str, Mapping[str, Any]] | None = None, image_size: int | None = None,
                  n_train: int = 2000, n_val: int = 200, n_test: int = 500, seed: int = 0, val_seed: int = 1000,
                  test_seed: int = 2000, eval_folders: Sequence[str] = (), batch_size: int = 32,
-                 num_workers: int = 0, dense_maps: Mapping[str, str] | None = None) -> None:
+                 num_workers: int = 0, dense_maps: Mapping[str, str] | None = None,
+                 prompt: str | None = None) -> None:
         super().__init__()
         tasks, train_levels, eval_levels = list(tasks), list(train_levels), list(eval_levels)
         _check_tasks(tasks, train_levels + eval_levels, "data.tasks")
@@ -128,7 +142,7 @@ class StimulusDataModule(L.LightningDataModule):
         for t in self.dense_maps:
             if t not in TASK_NAMES:
                 raise KeyError(f"data.dense_maps: unknown task {t!r}; valid tasks: {', '.join(TASK_NAMES)}")
-        self.collate = ChoiceCollate(tokenizer, context_length, self.dense_maps)
+        self.collate = ChoiceCollate(tokenizer, context_length, self.dense_maps, prompt)
 
     def _set(self, task: str, level: str, n: int, seed: int) -> StimulusDataset:
         return StimulusDataset(task, n, seed=seed, difficulty={"level": level, **self.overrides[task]},
@@ -171,11 +185,11 @@ class FolderDataModule(L.LightningDataModule):
     """Evaluation on one interchange folder (`recurvlm-eval data.path=<folder>`)."""
 
     def __init__(self, *, path: str, tokenizer: Tokenizer, context_length: int, strict: bool = True,
-                 batch_size: int = 64, num_workers: int = 0) -> None:
+                 batch_size: int = 64, num_workers: int = 0, prompt: str | None = None) -> None:
         super().__init__()
         self.path, self.strict = path, strict
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.collate = ChoiceCollate(tokenizer, context_length)
+        self.collate = ChoiceCollate(tokenizer, context_length, prompt=prompt)
 
     def setup(self, stage: str | None = None) -> None:
         self.test_set = InterchangeDataset(self.path, strict=self.strict)

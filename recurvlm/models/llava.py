@@ -26,10 +26,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .clip import pixel_values
+from .clip import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, pixel_values
 from .losses import choice_loss
 from .outputs import Features, VLMOutput
-from .pretrained import StateDictMismatchError, _first_few, load_state_dict_strict, vision_kwargs_from_hf_config
+from .pretrained import (
+    StateDictMismatchError,
+    _first_few,
+    image_statistics,
+    load_state_dict_strict,
+    vision_kwargs_from_hf_config,
+)
 from .vit import VisionTransformer
 
 SELECT = ("default", "full")
@@ -64,7 +70,8 @@ class LlavaPair(nn.Module):
 
     def __init__(self, *, vision: VisionTransformer, lm: nn.Module, image_token_id: int,
                  projector: str = "mlp2x_gelu", feature_layer: int = -2, select: str = "default",
-                 image_mean: tuple[float, ...] = (0.5, 0.5, 0.5), image_std: tuple[float, ...] = (0.5, 0.5, 0.5)) -> None:
+                 image_mean: tuple[float, ...] = (0.5, 0.5, 0.5), image_std: tuple[float, ...] = (0.5, 0.5, 0.5),
+                 image_resize: int | None = None) -> None:
         super().__init__()
         if select not in SELECT:
             raise ValueError(f"unknown select {select!r}; valid: {', '.join(SELECT)}")
@@ -79,6 +86,7 @@ class LlavaPair(nn.Module):
         self.multi_modal_projector = Projector(projector, vision.width, hidden)
         self.register_buffer("image_mean", torch.tensor(image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std).view(1, 3, 1, 1), persistent=False)
+        self.image_resize = image_resize  # inputs resized to this size first (pretrained towers); None: as given
 
     @property
     def recurrent(self) -> bool:
@@ -91,7 +99,7 @@ class LlavaPair(nn.Module):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 [B, 3, H, W] (or float in [0, 1]) -> normalised float pixel values."""
-        return pixel_values(images, self.image_mean, self.image_std)
+        return pixel_values(images, self.image_mean, self.image_std, self.image_resize)
 
     def forward_choices(self, images: Tensor, choice_ids: Tensor, choice_mask: Tensor, choice_valid: Tensor,
                         question_ids: Tensor, question_mask: Tensor, record: bool = False) -> VLMOutput:
@@ -99,21 +107,33 @@ class LlavaPair(nn.Module):
         choice "<question> <answer>" [B, K, L] is scored by the log-likelihood of its answer
         tokens after [image tokens, question]. The answer is what follows the longest prefix the
         choice shares with the question alone [B, L], so any tokenizer that encodes
-        "<question> <answer>" as the question's tokens followed by the answer's works."""
+        "<question> <answer>" as the question's tokens followed by the answer's works.
+
+        The image tokens go where the question holds the image placeholder (`image_token_id`
+        once, as a prompt template such as LLaVA-1.5's "USER: <image>\n{question} ASSISTANT:"
+        writes it), expanded to `num_image_tokens`; a question without one gets them in front."""
         b, k, _ = choice_ids.shape
         dev = choice_ids.device
         shared = ((choice_ids == question_ids[:, None]) & choice_mask.bool()).long().cumprod(-1).sum(-1)  # [B, K]
         p_len = shared.masked_fill(~choice_valid, 10**9).min(1).values.clamp(max=question_ids.shape[1])  # [B]
         c_len = choice_mask.long().sum(-1)  # [B, K]
         n_img = self.num_image_tokens
-        # prompt = [image tokens, question prefix], left-padded so every answer starts at one column
-        full = torch.cat([torch.full((b, n_img), self.image_token_id, device=dev, dtype=question_ids.dtype),
-                          question_ids], dim=1)
-        lens = n_img + p_len
+        placeholder = (question_ids == self.image_token_id) & (torch.arange(question_ids.shape[1], device=dev)
+                                                               < p_len[:, None])  # [B, L]
+        if bool((placeholder.sum(1) > 1).any()):
+            raise ValueError(f"a question holds the image token (id {self.image_token_id}) more than once; "
+                             f"a prompt template places one <image>")
+        has = placeholder.any(1).long()  # [B]
+        at = placeholder.long().argmax(1)  # [B] the placeholder's position (0 when none: image first)
+        # prompt = question[:at], n_img image tokens, question[at + has:p_len]; left-padded so every
+        # answer starts at one column
+        lens = n_img + p_len - has
         width = int(lens.max())
-        src = torch.arange(width, device=dev)[None] - (width - lens)[:, None]  # [B, W]
-        prompt_mask = src >= 0
-        prompt = full.gather(1, src.clamp(min=0)).masked_fill(~prompt_mask, 0)
+        pos = torch.arange(width, device=dev)[None] - (width - lens)[:, None]  # [B, W] position in the prompt
+        prompt_mask = pos >= 0
+        image_pos = (pos >= at[:, None]) & (pos < (at + n_img)[:, None])
+        src = torch.where(pos < at[:, None], pos, pos - n_img + has[:, None]).clamp(0, question_ids.shape[1] - 1)
+        prompt = torch.where(image_pos, self.image_token_id, question_ids.gather(1, src)).masked_fill(~prompt_mask, 0)
         a_len = (c_len - p_len[:, None]).clamp(min=0).masked_fill(~choice_valid, 0)
         a_width = max(int(a_len.max()), 1)
         idx = (p_len[:, None, None] + torch.arange(a_width, device=dev)).expand(b, k, a_width)  # [B, K, A]
@@ -242,10 +262,17 @@ class LlavaPair(nn.Module):
             lm_state["lm_head.weight"] = lm_state["model.embed_tokens.weight"]
         load_state_dict_strict(lm, lm_state, source=str(name_or_path))
         n_proj = sum(1 for k in state if k.startswith("model.multi_modal_projector.linear_") and k.endswith(".weight"))
+        # pixel statistics of the checkpoint's image processor (else its tower family's); inputs
+        # resized to the tower's resolution
+        siglip = config.vision_config.model_type.startswith("siglip")
+        preprocessing = {"image_resize": vision.image_size,
+                         **image_statistics(name_or_path, mean=SIGLIP_MEAN if siglip else CLIP_MEAN,
+                                            std=SIGLIP_STD if siglip else CLIP_STD)}
         pair = cls(vision=vision, lm=lm, image_token_id=config.image_token_index,
                    projector="linear" if n_proj == 1 else f"mlp{n_proj}x_gelu",
                    feature_layer=int(feature_layers[0]),
-                   select="default" if config.vision_feature_select_strategy == "default" else "full", **kwargs)
+                   select="default" if config.vision_feature_select_strategy == "default" else "full",
+                   **{**preprocessing, **kwargs})
         load_state_dict_strict(pair.multi_modal_projector,
                                {k.removeprefix("model.multi_modal_projector."): v for k, v in state.items()
                                 if k.startswith("model.multi_modal_projector.")}, source=str(name_or_path))

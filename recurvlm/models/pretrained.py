@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from torch import Tensor, nn
@@ -135,3 +137,19 @@ def load_vision_tower(name_or_path: str, *, family: Family = "auto") -> VisionTr
     model = VisionTransformer(**vision_kwargs_from_hf_config(vision_config))
     load_state_dict_strict(model, state_dict, source=str(name_or_path))
     return model.eval()
+
+
+def image_statistics(name_or_path: str, *, mean: Sequence[float], std: Sequence[float]) -> dict[str, tuple[float, ...]]:
+    """`image_mean` and `image_std` from a checkpoint's image processor config
+    (preprocessor_config.json) when it has one, else the given defaults (the family's
+    standard values: a checkpoint trained with other statistics ships its own file)."""
+    from transformers.utils import cached_file
+
+    path = cached_file(name_or_path, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                       _raise_exceptions_for_connection_errors=False)
+    found = json.loads(Path(path).read_text()) if path else {}
+    out = {"image_mean": found.get("image_mean", mean), "image_std": found.get("image_std", std)}
+    for key, value in out.items():
+        if not (isinstance(value, (list, tuple)) and len(value) == 3):
+            raise ValueError(f"{name_or_path}: preprocessor_config.json {key}={value!r}; expected 3 numbers (RGB)")
+    return {k: tuple(float(x) for x in v) for k, v in out.items()}

@@ -230,12 +230,14 @@ class HFTokenizer:
 
     Pads to `context_length` on the right with the tokenizer's pad token (CLIP's is its EOS,
     which is why towers pool at the first EOS). A tokenizer without a pad token pads with EOS.
+    `require_eos`: every encoded text must hold EOS (text towers pool there); False for a
+    causal LM that scores answers after the prompt (LLaMA's tokenizer writes BOS only).
     """
 
-    def __init__(self, name_or_path: str) -> None:
+    def __init__(self, name_or_path: str, *, require_eos: bool = True) -> None:
         from transformers import AutoTokenizer
 
-        self.name_or_path = name_or_path
+        self.name_or_path, self.require_eos = name_or_path, require_eos
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer {name_or_path} has no EOS token; text towers pool there")
@@ -258,7 +260,7 @@ class HFTokenizer:
 
     def to_dict(self) -> dict[str, Any]:
         """Where to load it from again (checkpoints carry this, not the vocabulary)."""
-        return {"kind": "hf", "name_or_path": self.name_or_path}
+        return {"kind": "hf", "name_or_path": self.name_or_path, "require_eos": self.require_eos}
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"
@@ -273,7 +275,7 @@ class HFTokenizer:
         )
         ids, mask = out["input_ids"].long(), out["attention_mask"].bool()
         # some tokenizers (LLaMA's) add no EOS; the tower would then pool at position 0 silently
-        if len(texts) and not (ids == self.eos_token_id).any(dim=1).all():
+        if self.require_eos and len(texts) and not (ids == self.eos_token_id).any(dim=1).all():
             raise ValueError(f"tokenizer {self.name_or_path} did not end every text with EOS")
         return ids, mask
 
@@ -287,5 +289,5 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
     if kind == "word":
         return WordTokenizer.from_dict(data)
     if kind == "hf":
-        return HFTokenizer(data["name_or_path"])
+        return HFTokenizer(data["name_or_path"], require_eos=data.get("require_eos", True))
     raise ValueError(f"unknown tokenizer kind {kind!r}; valid kinds: word, hf")
