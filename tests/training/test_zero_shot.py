@@ -235,3 +235,28 @@ def test_every_pretrained_model_config_is_tested_here():
     from test_configs import GROUPS, pretrained
 
     assert {o for o in GROUPS["model"] if pretrained(o)} == set(CONFIGS)
+
+
+def test_checkpoints_carry_the_prompt_and_recurvlm_eval_reads_questions_alike(checkpoints, folder, compose_cfg,
+                                                                                train_cfg, tmp_path):
+    """A model trained with a prompt template (recurvlm-train stores model.prompt in the
+    checkpoint) is evaluated with it: the checkpoint of an untrained llava_1_5_7b scores every
+    item exactly as the zero-shot path does."""
+    from recurvlm.eval import zero_shot_module
+    from recurvlm.train import build_module
+
+    path, _ = checkpoints["llava"]
+    cfg = train_cfg("model=llava_1_5_7b", f"model.name_or_path={path}", tiny=False)
+    module, tokenizer, _, prompt = zero_shot_module(cfg.model)
+    assert build_module(cfg, module.model, tokenizer).model_config["prompt"] == prompt == cfg.model.prompt
+    ckpt = tmp_path / "untrained.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
+                "recurvlm": {"family": "clip", "model_config": module.model_config, "tokenizer": tokenizer.to_dict()}},
+               ckpt)
+    zero_shot = tmp_path / "zero_shot"
+    run_zero_shot(compose_cfg, "llava_1_5_7b", path, folder, zero_shot)
+    from_ckpt = tmp_path / "from_ckpt"
+    from_ckpt.mkdir()
+    evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", f"data.path={folder}", "data.batch_size=3",
+                                  "trainer.enable_progress_bar=false"], from_ckpt))
+    assert predictions(from_ckpt) == predictions(zero_shot)
