@@ -18,7 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from .config import CONFIG_DIR, register_resolvers, to_plain
-from .training.checkpoints import CheckpointError, check_fits, find_last, load_checkpoint
+from .models.tokenizer import tokenizer_from_dict
+from .training.checkpoints import CheckpointError, check_fits, find_last, load_checkpoint, load_net_state
 from .training.evaluation import format_table, write_outputs
 from .training.matching import FAMILY, MatchingModule
 
@@ -94,8 +95,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     tokenizer = instantiate(cfg.model.tokenizer)
+    init = load_checkpoint(cfg.init_from, family=FAMILY) if cfg.get("init_from") else None
+    if init is not None:  # fine-tuning: the pretrained embedding rows belong to the checkpoint's tokenizer
+        tokenizer = tokenizer_from_dict(init["recurvlm"]["tokenizer"])
     prompt = cfg.model.get("prompt")  # a template the model reads every question in (llava_1_5_7b)
     net = build_model(cfg.model.net, tokenizer, prompt=prompt)
+    if init is not None:
+        load_net_state(net, init, source=f"init_from={cfg.init_from}", what="model.net", wrap=True)
+        log.info("initialised from %s", cfg.init_from)
     datamodule = instantiate(cfg.data, tokenizer=tokenizer, context_length=cfg.model.context_length,
                              **({"prompt": prompt} if prompt else {}))
     module = build_module(cfg, net, tokenizer)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models.lora import wrap_state_dict
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or of another model (one-line message)."""
@@ -55,6 +57,22 @@ def check_fits(module: nn.Module, ckpt: dict[str, Any], *, source: str) -> None:
         raise CheckpointError(f"{source} does not fit this model: {why}")
 
 
+def load_net_state(net: nn.Module, ckpt: dict[str, Any], *, source: str, what: str = "this model",
+                   wrap: bool = False) -> None:
+    """Copy a loaded checkpoint's network weights (its `model.*` entries) into `net`, strictly:
+    a key or shape that differs is a one-line CheckpointError naming it, never a partial load.
+    wrap: `net` may be LoRA-wrapped where the checkpoint's net was not (stage=instruct_lora from
+    an align or recurvlm-pretrain checkpoint): base weights come from their unwrapped names and
+    the adapters keep their zero-effect init (`lora.wrap_state_dict`)."""
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    if wrap:
+        state = wrap_state_dict(state, net)
+    why = mismatch(net.state_dict(), state)
+    if why:
+        raise CheckpointError(f"{source} does not fit {what}: {why}")
+    net.load_state_dict(state, strict=True)
+
+
 def find_last(log_dir: str | os.PathLike, name: str) -> Path:
     """The newest `<log_dir>/<name>/runs/*/checkpoints/last.ckpt`."""
     runs = Path(log_dir) / name / "runs"
@@ -73,11 +91,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], *, source: str) -> tuple[nn.Modu
 
     meta = ckpt["recurvlm"]
     net = instantiate(meta["model_config"]["net"])
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    why = mismatch(net.state_dict(), state)
-    if why:
-        raise CheckpointError(f"{source} does not fit its own model config: {why}")
-    net.load_state_dict(state, strict=True)
+    load_net_state(net, ckpt, source=source, what="its own model config")
     return net.eval(), tokenizer_from_dict(meta["tokenizer"]), int(meta["model_config"]["context_length"])
 
 
