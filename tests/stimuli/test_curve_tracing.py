@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from recurvlm.data.stimuli import curve_tracing as ct
-from recurvlm.data.stimuli import generate
+from recurvlm.data.stimuli import generate, render
 from recurvlm.data.stimuli.base import sample_rng
 from recurvlm.data.stimuli.curve_tracing import LEVELS, CurveTracingDifficulty
 
@@ -209,3 +209,26 @@ def test_direction_codes_match_the_plain_formula():
     plain = (np.degrees(h) % 180.0 * (ct.DIR_BINS / 180.0)).astype(np.int64) % ct.DIR_BINS
     codes = ct._codes(h[None, :])
     assert np.array_equal(codes[0], plain) and np.all(codes[1] == ct.DIR_BINS)
+
+
+@pytest.mark.parametrize("name, d", CASES, ids=IDS)
+def test_picture_equals_drawing_the_dots_on_the_float_image(name, d):
+    """`_picture` draws each dot in a fixed box (clipped at the far image edge): the bytes of
+    `render.draw_disc` on the composited float image and `render.to_uint8`, also for dots at the
+    extreme places the margin allows and dots as close as `d_min`."""
+    g = ct._geometry(d)
+    rng = np.random.default_rng(0)
+    lo, hi = g.margin, d.image_size - 1 - g.margin
+    q = 1.0 / 1024.0
+    places = [((lo, lo), (hi, hi)), ((hi, lo), (lo, hi)), ((lo + 0.3, hi), (lo + 0.3 + g.d_min, hi)),
+              ((hi - q, hi - 0.5), (hi - q - g.d_min, hi - 0.5))]
+    while len(places) < 16:  # random places on the quantum grid, d_min apart (as every sample's dots are)
+        a, b = (tuple((np.round(rng.uniform(lo, hi, 2) / q) * q).tolist()) for _ in range(2))
+        if math.dist(a, b) >= g.d_min:
+            places.append((a, b))
+    for dots in places:
+        lev = rng.integers(0, ct.ALPHA_LEVELS + 1, (d.image_size, d.image_size)) * (rng.random((d.image_size,) * 2) < 0.3)
+        ref = ct._STROKE_RGB[lev].copy()
+        for x, y in dots:
+            render.draw_disc(ref, x, y, g.r_marker, ct.MARKER)
+        assert np.array_equal(ct._picture(lev, dots, g), render.to_uint8(ref)), dots

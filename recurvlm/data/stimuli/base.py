@@ -9,6 +9,7 @@ Task modules never touch global RNG state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,8 +133,15 @@ def balanced_condition(seed: int, index: int, n: int, task: str) -> int:
     the `n` conditions once, in an order drawn per block (so index parity carries nothing)."""
     _check_seed_index(seed, index)
     block, pos = divmod(int(index), n)
-    order = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), block, _salt(task), n, 0xBA1])))
-    return int(order.permutation(n)[pos])
+    return _block_order(int(seed), block, n, task)[pos]
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_order(seed: int, block: int, n: int, task: str) -> tuple[int, ...]:
+    """The order of the `n` conditions in one block (a pure function, cached: consecutive
+    indices share a block, and seeding a generator costs more than the rest of the draw)."""
+    order = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, block, _salt(task), n, 0xBA1])))
+    return tuple(order.permutation(n).tolist())
 
 
 def generate_sample(task: Task, seed: int, index: int, difficulty: Any = None) -> Sample:

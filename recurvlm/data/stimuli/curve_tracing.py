@@ -129,7 +129,7 @@ class _Geo:
     margin: float  # every vertex stays this far inside the image
     at_pair: tuple  # `_along` [P'] of samples along a curve (spacing <= 2 px) for the exact main-curve rules
     seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
-    end_rule: np.ndarray  # [4, 1, 2] squared clearances of the ends of S1, P, Q, S2 from the partner walk
+    end_rule: np.ndarray  # [4, 2, 1] squared clearances of the ends of S1, P, Q, S2 from the partner walk
     at_self: tuple  # `_along` [P''] of samples along a curve for the self rule (spacing < 2 c_end)
     self_far: np.ndarray  # [n, P''] segment and sample far apart along the curve
     start_far: np.ndarray  # [n] segments far from the start along the curve
@@ -147,6 +147,7 @@ class _Geo:
     main_pt: np.ndarray  # [M'] the same for S1 and S2 (points into both rows of their lookups, flattened) ...
     main_off: np.ndarray  # [M'] ... with no-go discs around A, B1, E2 and S2's free end
     main_seg: np.ndarray  # [M'] ... (segments into both columns of their codes [n + 1, 2], flattened)
+    dot_span: np.ndarray  # [k] offsets 0..k-1 of the box `_picture` draws a dot in: k is the most `render.disc_alpha` spans
     win: int  # render window side per segment
     win_x: np.ndarray  # [W * W] pixel x offsets of a render window
     win_y: np.ndarray  # [W * W] pixel y offsets of a render window
@@ -194,7 +195,7 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     arc = np.arange(n * sub_self + 1) / sub_self  # arc position of each sample, in segments
     j = np.arange(n)
     gap = seg * np.maximum(np.maximum(j[None, :] - arc[:, None], arc[:, None] - (j[None, :] + 1)), 0.0)
-    end_rule = np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[:, None] ** 2
+    end_rule = np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[:, :, None] ** 2
     pad = int(math.ceil(c_mark)) + 4
     grid = d.image_size + 2 * pad
     win = int(math.floor(seg + 2 * r_stroke + 1.0 + 0.01)) + 1  # covers a segment's box grown by r_stroke + 0.5
@@ -235,6 +236,7 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
         look_at=tuple(a[look_pt] for a in _along(n, sub)), look_code=look_code, look_off=look_off.astype(np.float64),
         grid_xy=np.array([1.0, grid]),
         mark_pt=mark[0], mark_off=mark[1], mark_seg=mark[2], main_pt=main[0], main_off=main[1], main_seg=main[2],
+        dot_span=np.arange(int(math.ceil(2 * r_marker + 2)) + 2),
         win=win, win_x=wx.astype(np.float64), win_y=wy.astype(np.float64), win_flat=wy * canvas + wx,
         difficulty=as_dict(d),
     )
@@ -289,25 +291,32 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
     W = len(turns)
     h = np.empty((n, W))
     h[0] = 0.0
-    hc = h[:, : 4 * B].reshape(n, 4, B)  # (a view) [segment, walk, configuration]
-    turns[: 4 * B].reshape(B, 4, n - 1).transpose(2, 1, 0).cumsum(axis=0, out=hc[1:])
     turns[4 * B :].T.cumsum(axis=0, out=h[1:, 4 * B :])
-    hc[:, :2] += h0[:B]  # S1 and P
-    hc[:, 2:] += hc[-1, :2] + math.pi  # Q and S2
+    if B:  # (candidates alone skip the configuration steps: numpy calls on empty arrays still cost)
+        hc = h[:, : 4 * B].reshape(n, 4, B)  # (a view) [segment, walk, configuration]
+        turns[: 4 * B].reshape(B, 4, n - 1).transpose(2, 1, 0).cumsum(axis=0, out=hc[1:])
+        hc[:, :2] += h0[:B]  # S1 and P
+        hc[:, 2:] += hc[-1, :2] + math.pi  # Q and S2
     h[:, 4 * B :] += h0[B:]
     v = _vertices(h, g.seg)
-    vc = v[:, : 4 * B].reshape(n + 1, 4, B)
-    vc[:, 2:] += vc[-1, :2]  # Q leaves B1, S2 leaves E2
+    if B:
+        vc = v[:, : 4 * B].reshape(n + 1, 4, B)
+        vc[:, 2:] += vc[-1, :2]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
     turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
     return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
 
 
-def _pts_segs_d2(p: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Squared distances of points p [..., k] to the segments of polylines v [..., n + 1] -> [..., n, k]."""
-    ax, ay = v.real[..., :-1, None], v.imag[..., :-1, None]
-    ux, uy = v.real[..., 1:, None] - ax, v.imag[..., 1:, None] - ay
-    qx, qy = p.real[..., None, :] - ax, p.imag[..., None, :] - ay
+def _pts_segs_d2(p: np.ndarray, v: np.ndarray, points_first: bool = False) -> np.ndarray:
+    """Squared distances of points p [..., k] to the segments of polylines v [..., n + 1] -> [..., n, k],
+    or [..., k, n] with points_first (the same numbers; numpy is much faster with the longer
+    axis last, as broadcasting over a short last axis runs its inner loop a few values at a time)."""
+    long, short = (Ellipsis, None, slice(None)), (Ellipsis, slice(None), None)  # index the last axis as [1, x] / [x, 1]
+    seg, pt = (long, short) if points_first else (short, long)
+    vx, vy = v.real, v.imag
+    ax, ay = vx[..., :-1][seg], vy[..., :-1][seg]
+    ux, uy = vx[..., 1:][seg] - ax, vy[..., 1:][seg] - ay
+    qx, qy = p.real[pt] - ax, p.imag[pt] - ay
     t = qx * ux  # (in place from here: the same operations as on fresh arrays)
     t += qy * uy
     t /= ux * ux + uy * uy
@@ -394,7 +403,7 @@ def _ends_ok(w: np.ndarray, g: _Geo) -> np.ndarray:
     Both ends of X (A and B1, A and E2) and the start of Y (E2, B1) keep `c_mark` from the
     other curve of the pair; the far end of Y keeps `c_end` from X.
     """
-    d2 = _pts_segs_d2(w[..., :: g.n], w[:, ::-1])  # [K, 4, n, 2]: both ends against the partner walk
+    d2 = _pts_segs_d2(w[..., :: g.n], w[:, ::-1], points_first=True)  # [K, 4, 2, n]: both ends against the partner walk
     return ~np.logical_or.reduce((d2 < g.end_rule).reshape(len(w), -1), axis=1)
 
 
@@ -644,25 +653,31 @@ def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
 
     The bytes of compositing the float image, drawing the dots on it one after the other
     (`render.draw_disc`) and `render.to_uint8`, with the same float32 operations per pixel:
-    stroke pixels come from a table by level, and the float image is only made over the box
-    around both dots. No pixel is covered by both dots (they are `d_min` apart), and drawing a
-    dot where it does not cover changes nothing, so both are drawn at once, each pixel by the
-    nearer dot.
+    stroke pixels come from a table by level, and the float image is only made over a box
+    around each dot (`g.dot_span` pixels a side from the corner `disc_alpha` would use; the
+    pixels it adds lie outside the disc and keep their table colour). No pixel is covered by
+    both dots (they are `d_min` apart), and drawing a dot where it does not cover changes
+    nothing, so both are drawn at once, each pixel by the nearer dot (where the two boxes
+    overlap, both write the same bytes).
     """
     S, r = g.size, g.r_marker
     img = _STROKE_RGB8.take(lev.ravel(), axis=0).reshape(S, S, 3)
     (ax, ay), (bx, by) = dots
-    r0, r1 = max(math.floor(min(ay, by) - r - 1), 0), min(math.ceil(max(ay, by) + r + 1) + 1, S)  # (as disc_alpha)
-    c0, c1 = max(math.floor(min(ax, bx) - r - 1), 0), min(math.ceil(max(ax, bx) + r + 1) + 1, S)
-    ys, xs = np.arange(r0, r1, dtype=np.float64)[:, None], np.arange(c0, c1, dtype=np.float64)
-    dy, dx = ys - ay, xs - ax
-    d2 = dy * dy + dx * dx
-    dy, dx = ys - by, xs - bx
+    # Rows and columns [2, k] of the two boxes; dots lie `margin` inside, so a box starts in the
+    # image, and may end up to 2 pixels past it (those repeat the last row or column).
+    ys = np.minimum(np.array([math.floor(ay - r - 1), math.floor(by - r - 1)])[:, None] + g.dot_span, S - 1)
+    xs = np.minimum(np.array([math.floor(ax - r - 1), math.floor(bx - r - 1)])[:, None] + g.dot_span, S - 1)
+    fy, fx = ys.astype(np.float64)[:, :, None], xs.astype(np.float64)[:, None, :]  # [2, k, 1], [2, 1, k]
+    dy, dx = fy - ay, fx - ax
+    d2 = dy * dy + dx * dx  # [2, k, k] (as disc_alpha)
+    dy, dx = fy - by, fx - bx
     np.minimum(d2, dy * dy + dx * dx, out=d2)
     a = np.minimum(np.maximum(r + 0.5 - np.sqrt(d2), 0.0), 1.0).astype(np.float32)[..., None]
-    box = _STROKE_RGB.take(lev[r0:r1, c0:c1], axis=0)
+    at = (ys * S)[:, :, None] + xs[:, None, :]  # [2, k, k] flat pixel indices
+    box = _STROKE_RGB.take(lev.take(at), axis=0)
     box = box * (1.0 - a) + _MARKER * a  # (as render.paint)
-    img[r0:r1, c0:c1] = np.rint(np.minimum(np.maximum(box, 0.0), 1.0) * 255.0).astype(np.uint8)  # (as to_uint8)
+    box = np.rint(np.minimum(np.maximum(box, 0.0), 1.0) * 255.0).astype(np.uint8)  # (as to_uint8)
+    img.reshape(S * S, 3)[at.ravel()] = box.reshape(-1, 3)
     return img
 
 
