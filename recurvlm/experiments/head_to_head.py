@@ -32,12 +32,14 @@ SCALES: dict[str, dict[str, Any]] = {
              "overrides": ["data.n_train=1000", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=3"]},
     # the CPU-sized comparison: about 30 minutes on 2 cores
     "cpu": {"tasks": ["curve_tracing", "maze"],
-            "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_mamba", "recurrent_tiny_xlstm"],
+            "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_scan", "recurrent_tiny_mamba",
+                       "recurrent_tiny_xlstm"],
             "seeds": [0, 1, 2],
             "overrides": ["data.n_train=400", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=2"]},
     # full size (GPU): 20k training images per level, 30 epochs
     "paper": {"tasks": ["curve_tracing", "maze"],
-              "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_mamba", "recurrent_tiny_xlstm"],
+              "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_scan", "recurrent_tiny_mamba",
+                         "recurrent_tiny_xlstm"],
               "seeds": [0, 1, 2],
               "overrides": ["data.n_train=20000", "data.n_val=1000", "data.n_test=2000", "trainer.max_epochs=30",
                             "data.num_workers=8", "data.batch_size=128"]},
@@ -88,7 +90,8 @@ def run_one(task: str, model: str, seed: int, overrides: list[str], out: Path) -
     from hydra.utils import instantiate
 
     net = build_model(cfg.model.net, instantiate(cfg.model.tokenizer))
-    metrics["facts"] = {"params": count_parameters(net), "flops": forward_flops(net), "iterations": iterations}
+    metrics["facts"] = {"params": count_parameters(net), "flops": forward_flops(net), "iterations": iterations,
+                        "dense_loss": float(cfg.model.net.get("dense_weight", 0.0)) > 0}
     return metrics
 
 
@@ -102,7 +105,8 @@ def rows_of(task: str, model: str, seed: int, metrics: dict[str, Any]) -> list[d
         for t, acc in enumerate(per_it, start=1):
             rows.append({"task": task, "model": model, "seed": seed, "level": level, "iteration": t,
                          "train_iterations": facts["iterations"], "accuracy": acc, "n": m["n"],
-                         "params": facts["params"], "flops": facts["flops"]})
+                         "params": facts["params"], "flops": facts["flops"],
+                         "dense_loss": facts.get("dense_loss", False)})
     return rows
 
 
@@ -230,7 +234,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         w.writerows(rows)
     text = table(rows, levels)
     cmd = "python -m recurvlm.experiments.head_to_head " + " ".join(sys.argv[1:] if argv is None else argv)
-    (out / "table.md").write_text(f"# head to head (scale={opts['scale']})\n\n`{cmd.strip()}`\n\n{text}\n")
+    dense = "on" if any(r["dense_loss"] for r in rows) else "off"
+    (out / "table.md").write_text(f"# head to head (scale={opts['scale']})\n\n`{cmd.strip()}`\n\n"
+                                  f"Auxiliary dense loss: {dense} (`+experiment=dense` turns it on for every model).\n\n"
+                                  f"{text}\n")
     written = figures(rows, levels, out)
     print(text)
     print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, " + ", ".join(str(p) for p in written if p.suffix == ".png"))
