@@ -41,7 +41,7 @@ from ..config import CONFIG_DIR, register_resolvers
 from ..models.cost import count_parameters, dummy_batch, forward_flops
 from ..train import build_model
 
-MODELS = ("clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_mamba", "recurrent_tiny_xlstm")
+MODELS = ("clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_scan", "recurrent_tiny_mamba", "recurrent_tiny_xlstm")
 TARGET = 1.2  # the issue's bound on one iteration's cost, in feedforward passes
 # The kernels transformers' MambaMixer.forward calls through module globals of modeling_mamba.
 MAMBA_KERNELS = ("mamba_inner_fn", "mamba_selective_scan", "mamba_selective_state_update", "causal_conv1d_fn",
