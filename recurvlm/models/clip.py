@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from . import losses
 from .outputs import Features, VLMOutput
-from .topdown import LOSSES, Carry, TopDown
+from .topdown import Carry, TopDown, check_loop, iteration_loss, run_loop
 
 # OpenAI CLIP's preprocessing statistics; towers trained here from scratch use 0.5 / 0.5, as SigLIP does.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -63,12 +63,7 @@ class CLIPPair(nn.Module):
                  image_resize: int | None = None, top_down: dict[str, Any] | None = None, iterations: int = 1, loss: str = "last",
                  progressive_alpha: float = 0.5, dense_weight: float = 0.0) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
-        if not (isinstance(iterations, int) and iterations >= 1):
-            raise ValueError(f"iterations={iterations!r}; valid: an integer >= 1")
-        if top_down is None and iterations != 1:
-            raise ValueError(f"iterations={iterations} needs a top_down module (a feedforward model has T = 1)")
+        check_loop(top_down, iterations, loss)
         self.vision_model = vision
         self.text_model = text
         self.visual_projection = nn.Linear(vision_width, embed_dim, bias=False)
@@ -148,20 +143,13 @@ class CLIPPair(nn.Module):
             return VLMOutput(logits=self.score(img, txt, choice_valid)[None], image_embeds=img[None],
                              text_embeds=txt, maps=maps, dense_logits=None if dense is None else dense[None])
         carry = self.start(images, question_ids, question_mask, record=record)
-        if progressive is not None:
-            n, k = progressive
-            with torch.no_grad():
-                for _ in range(n):
-                    _, carry = self.step(carry, txt, choice_valid)
-            steps = k
-        else:
-            steps = self.iterations if iterations is None else iterations
-        logits, embeds, dense = [], [], []
-        for _ in range(steps):
-            (lg, emb), carry = self.step(carry, txt, choice_valid)
-            logits.append(lg)
-            embeds.append(emb)
-            dense.append(carry.dense)
+
+        def step(c: Carry) -> tuple[tuple[Tensor, Tensor, Tensor | None], Carry]:
+            (lg, emb), c = self.step(c, txt, choice_valid)
+            return (lg, emb, c.dense), c
+
+        outs, carry = run_loop(step, carry, self.iterations if iterations is None else iterations, progressive)
+        logits, embeds, dense = zip(*outs)
         return VLMOutput(logits=torch.stack(logits), image_embeds=torch.stack(embeds), text_embeds=txt,
                          state=carry.state, maps=carry.maps,
                          dense_logits=torch.stack(dense) if self.dense_head is not None else None)
@@ -218,11 +206,7 @@ class CLIPPair(nn.Module):
         """Named loss terms for answer matching; `loss` is their sum. With T > 1 iterations the
         choice loss is on the last iteration (`last`) or the mean over iterations (`mean`);
         `progressive` adds its own term in the training step (see `progressive_loss`)."""
-        if self.loss_mode == "mean" and out.logits.shape[0] > 1:
-            terms = {"choice_loss": torch.stack([losses.choice_loss(lg, labels)["choice_loss"]
-                                                 for lg in out.logits]).mean()}
-        else:
-            terms = losses.choice_loss(out.final_logits, labels)
+        terms = iteration_loss(out.logits, labels, self.loss_mode)
         return {"loss": sum(terms.values()), **terms}
 
     def contrastive_loss(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor) -> dict[str, Tensor]:

@@ -17,7 +17,7 @@ and `xattn` mechanisms: iteration 1 only; `add` and `gain`: every iteration).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from .feedback import Feedback
+from .losses import choice_loss
 from .state import SCAN_ORDERS, GridScan, build_state
 from .vit import VisionTransformer, ViTOutput
 
@@ -128,3 +129,42 @@ class TopDown(nn.Module):
     def read(self, state: Tensor) -> Tensor:
         """The state's contribution to the image embedding [B, E] (zero at initialisation)."""
         return self.readout(state.mean(dim=1))
+
+
+# --- the loop's bookkeeping, shared by the recurrent variants (CLIPPair, LlavaPair) -------------
+
+
+def check_loop(top_down: dict[str, Any] | None, iterations: int, loss: str) -> None:
+    """Validate a pair's loop settings: `loss` one of LOSSES, `iterations` an integer >= 1,
+    and T > 1 only with a top_down module (a feedforward model has T = 1)."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    if not (isinstance(iterations, int) and iterations >= 1):
+        raise ValueError(f"iterations={iterations!r}; valid: an integer >= 1")
+    if top_down is None and iterations != 1:
+        raise ValueError(f"iterations={iterations} needs a top_down module (a feedforward model has T = 1)")
+
+
+def run_loop(step: Callable[[Carry], tuple[Any, Carry]], carry: Carry, steps: int,
+             progressive: tuple[int, int] | None = None) -> tuple[list[Any], Carry]:
+    """`steps` iterations of `step(carry) -> (output, next carry)`: (the outputs, the last carry).
+    `progressive=(n, k)` (Bansal et al. 2022): n iterations without gradient, then k with (`steps`
+    is ignored), returning the k outputs."""
+    if progressive is not None:
+        n, steps = progressive
+        with torch.no_grad():
+            for _ in range(n):
+                _, carry = step(carry)
+    outs = []
+    for _ in range(steps):
+        out, carry = step(carry)
+        outs.append(out)
+    return outs, carry
+
+
+def iteration_loss(logits: Tensor, labels: Tensor, mode: str) -> dict[str, Tensor]:
+    """The choice loss of per-iteration logits [T, B, K]: on the last iteration (`last`, and
+    `progressive`, whose own term the training step adds) or the mean over iterations (`mean`)."""
+    if mode == "mean" and logits.shape[0] > 1:
+        return {"choice_loss": torch.stack([choice_loss(lg, labels)["choice_loss"] for lg in logits]).mean()}
+    return choice_loss(logits[-1], labels)
