@@ -283,3 +283,18 @@ def test_analyze_grid_shows_first_and_last_of_many_iterations():
     assert shown_iterations(5) == [0, 1, 2, 3, 4]
     many = shown_iterations(64)
     assert many[0] == 0 and many[-1] == 63 and len(many) <= 8 and many == sorted(set(many))
+
+
+def test_last_checkpoint_is_the_final_epoch_even_when_the_best_is_earlier(train_cfg):
+    """Lightning 2.6's save_last copies only when the best improves; with lr 0 validation never
+    improves after epoch 0, and last.ckpt must still hold the end of training (resume reads it)."""
+    import torch
+
+    cfg = train_cfg("task=counting", "trainer.max_epochs=2", "optim.optimizer.lr=0", "logger=none", "test=false")
+    train(cfg)
+    ckpts = Path(cfg.paths.output_dir) / "checkpoints"
+    last = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(next(ckpts.glob("best-*.ckpt")), map_location="cpu", weights_only=True)
+    steps = 64 // 16 * len(cfg.task.train_levels)
+    assert (last["epoch"], last["global_step"]) == (1, 2 * steps)
+    assert (best["epoch"], best["global_step"]) == (0, steps)
