@@ -239,3 +239,28 @@ def test_bad_configurations_fail_naming_the_fix():
     make(feature_layer=0, layers=(0,))  # feedback into block 0 enters the embeddings the LM reads
     with pytest.raises(ValueError, match="iterations/progressive need top_down"):
         baseline_of(make())(*batch(), iterations=2)
+
+
+def test_a_pretrained_llava_checkpoint_starts_its_recurrent_variant(tmp_path, monkeypatch):
+    """LlavaPair.from_pretrained(top_down=...): the llava-hf weights load into the tower, projector
+    and LM as for the feedforward pair, and at initialisation iteration 1 is that pair."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    vc = CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                          image_size=16, patch_size=4, projection_dim=8)
+    tc = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=2, vocab_size=30, max_position_embeddings=64)
+    LlavaForConditionalGeneration(LlavaConfig(vision_config=vc, text_config=tc, image_token_index=IMAGE_TOKEN,
+                                              vision_feature_layer=-2, vision_feature_select_strategy="default",
+                                              image_seq_length=16)).save_pretrained(tmp_path)
+    plain = LlavaPair.from_pretrained(str(tmp_path))
+    top_down = {"state": "gru", "state_dim": 8, "mechanism": "add", "layers": [1], "recall": True}
+    rec = LlavaPair.from_pretrained(str(tmp_path), top_down=top_down, iterations=2)
+    assert rec.recurrent and not plain.recurrent
+    for name, p in plain.state_dict().items():
+        torch.testing.assert_close(rec.state_dict()[name], p, rtol=0, atol=0)
+    x = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(rec(*x).logits, plain(*x).logits.expand(2, -1, -1), rtol=0, atol=1e-5)
