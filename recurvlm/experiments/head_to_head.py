@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config import CONFIG_DIR
 from ..report import mean_ci
 
 SCALES: dict[str, dict[str, Any]] = {
@@ -39,7 +40,7 @@ SCALES: dict[str, dict[str, Any]] = {
     # full size (GPU): 20k training images per level, 30 epochs
     "paper": {"tasks": ["curve_tracing", "maze"],
               "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_scan", "recurrent_tiny_mamba",
-                         "recurrent_tiny_xlstm"],
+                         "recurrent_tiny_xlstm", "llava_tiny", "recurrent_llava_tiny"],
               "seeds": [0, 1, 2],
               "overrides": ["data.n_train=20000", "data.n_val=1000", "data.n_test=2000", "trainer.max_epochs=30",
                             "data.num_workers=8", "data.batch_size=128"]},
@@ -48,20 +49,26 @@ EXTRAPOLATION = 4  # test at up to 4x the training T
 
 
 def parse(argv: list[str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {"scale": "cpu", "out": None, "trainer": None, "extra": []}
+    opts: dict[str, Any] = {"scale": "cpu", "out": None, "trainer": None, "models": None, "extra": []}
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep:
-            raise SystemExit(f"head_to_head: argument {a!r} is not key=value; valid keys: scale, out, trainer, "
+            raise SystemExit(f"head_to_head: argument {a!r} is not key=value; valid keys: scale, out, trainer, models, "
                              "or any recurvlm-train override with a '+' prefix (e.g. +optim.optimizer.lr=3e-4)")
         if key.startswith("+"):
             opts["extra"].append(f"{key[1:]}={value}")
         elif key in ("scale", "out", "trainer"):
             opts[key] = value
+        elif key == "models":
+            opts["models"] = [m for m in value.split(",") if m]
         else:
-            raise SystemExit(f"head_to_head: unknown key {key!r}; valid: scale, out, trainer, +<train override>")
+            raise SystemExit(f"head_to_head: unknown key {key!r}; valid: scale, out, trainer, models, +<train override>")
     if opts["scale"] not in SCALES:
         raise SystemExit(f"head_to_head: scale={opts['scale']!r} is not valid; valid: {', '.join(SCALES)}")
+    for m in opts["models"] or []:
+        if not (Path(CONFIG_DIR) / "model" / f"{m}.yaml").is_file():
+            known = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+            raise SystemExit(f"head_to_head: models={m!r} has no conf/model/{m}.yaml; valid: {', '.join(known)}")
     opts["out"] = Path(opts["out"] or f"outputs/head_to_head/{opts['scale']}")
     return opts
 
@@ -216,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     levels: list[str] = []
     t0 = time.perf_counter()
     for task in scale["tasks"]:
-        for model in scale["models"]:
+        for model in opts["models"] or scale["models"]:
             for seed in scale["seeds"]:
                 t1 = time.perf_counter()
                 metrics = run_one(task, model, seed, overrides, out)

@@ -14,16 +14,21 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def dummy_batch(model: nn.Module, batch_size: int = 1, choices: int = 2, context_length: int = 24) -> dict[str, Any]:
-    """A batch of the right shapes for a CLIP-style pair (uint8 images, one <eos> per text)."""
+    """A batch of the right shapes for either pair (uint8 images, one <eos> per text; for the
+    LLaVA pair, whose question is the choice's prefix, a one-token answer)."""
     vision = model.vision_model
     size = vision.image_size
     ids = torch.full((batch_size, choices, context_length), 5, dtype=torch.long)
-    eos = getattr(model.text_model, "eos_token_id", None)
+    text = getattr(model, "text_model", None)
+    eos = getattr(text, "eos_token_id", None)
     ids[..., -1] = eos if eos is not None else ids.max() + 1
     mask = torch.ones_like(ids, dtype=torch.bool)
+    q_ids, q_mask = ids[:, 0].clone(), mask[:, 0].clone()
+    if text is None:  # the answer is what follows the question
+        q_ids[:, -1], q_mask[:, -1] = 0, False
     return {"images": torch.zeros(batch_size, 3, size, size, dtype=torch.uint8), "choice_ids": ids,
             "choice_mask": mask, "choice_valid": torch.ones(batch_size, choices, dtype=torch.bool),
-            "question_ids": ids[:, 0].clone(), "question_mask": mask[:, 0].clone()}
+            "question_ids": q_ids, "question_mask": q_mask}
 
 
 @torch.no_grad()

@@ -117,6 +117,22 @@ def test_head_to_head_writes_table_csv_and_figures(tmp_path):
     assert (tmp_path / "redrawn" / "accuracy_vs_iterations.pdf").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_head_to_head_takes_any_model_list_including_the_llava_pair(tmp_path):
+    from recurvlm.experiments import head_to_head
+
+    out = tmp_path / "h2h"
+    res = head_to_head.main(["scale=demo", f"out={out}", "models=llava_tiny,recurrent_llava_tiny", "+data.n_train=16",
+                             "+data.n_val=8", "+data.n_test=8", "+model.net.vision.width=32",
+                             "+model.net.vision.mlp_dim=64"])
+    assert {r["model"] for r in res["rows"]} == {"llava_tiny", "recurrent_llava_tiny"}
+    rec = [r for r in res["rows"] if r["model"] == "recurrent_llava_tiny" and r["level"] == "hard"]
+    assert sorted(r["iteration"] for r in rec) == list(range(1, 4 * rec[0]["train_iterations"] + 1))
+    assert "Auxiliary dense loss: off" in (out / "table.md").read_text()
+    with pytest.raises(SystemExit, match="valid: .*llava_tiny"):
+        head_to_head.main(["scale=demo", "models=llava_huge"])
+
+
 def test_baseline_beats_chance_on_the_sanity_setting(train_cfg):
     """experiment=sanity (one large X or plus sign: "How many Xs are there?", 0 or 1) with the
     default clip_tiny config: the late-fusion pipeline must learn it, not sit at chance."""
