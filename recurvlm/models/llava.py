@@ -102,9 +102,13 @@ class LlavaPair(nn.Module):
                  projector: str = "mlp2x_gelu", feature_layer: int = -2, select: str = "default",
                  image_mean: tuple[float, ...] = (0.5, 0.5, 0.5), image_std: tuple[float, ...] = (0.5, 0.5, 0.5),
                  image_resize: int | None = None, top_down: dict[str, Any] | None = None, iterations: int = 1,
-                 loss: str = "last", progressive_alpha: float = 0.5) -> None:
+                 loss: str = "last", progressive_alpha: float = 0.5, lora: dict[str, Any] | None = None) -> None:
         super().__init__()
         check_loop(top_down, iterations, loss)
+        if lora:  # LoRA adapters through peft (`lora.with_lora` kwargs); the LM's weights are already in place
+            from .lora import with_lora
+
+            lm = with_lora(lm, **dict(lora))
         if select not in SELECT:
             raise ValueError(f"unknown select {select!r}; valid: {', '.join(SELECT)}")
         if not -(vision.depth + 1) <= feature_layer <= vision.depth:

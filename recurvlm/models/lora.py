@@ -1,8 +1,9 @@
 """LoRA adapters on a Hugging Face causal LM through peft: composition (the LM is wrapped, never patched).
 
-`with_lora` is a Hydra `_target_`: `stage=instruct_lora` (conf/stage/instruct_lora.yaml) sets
-`model.net.lm` to `with_lora(model=${model.lm}, ...)`, so the model config stored in a
-checkpoint rebuilds the same wrapped network and its adapter weights load by plain copy.
+`stage=instruct_lora` (conf/stage/instruct_lora.yaml) sets `model.net.lora`, and `LlavaPair`
+wraps its LM with `with_lora(lm, **lora)` (for `from_pretrained`, after the LM's weights are
+loaded), so the model config stored in a checkpoint rebuilds the same wrapped network and its
+adapter weights load by plain copy.
 The wrapped LM keeps the interface `LlavaPair` uses: `get_input_embeddings()`,
 `forward(inputs_embeds=, attention_mask=, position_ids=)` and `generate(inputs_embeds=...)`.
 `wrap_state_dict` keys the weights of a net before wrapping (a stage=align or recurvlm-pretrain
@@ -64,16 +65,16 @@ def with_lora(model: nn.Module, *, r: int = 8, alpha: float = 16.0, dropout: flo
     from peft import LoraConfig, get_peft_model
 
     if not (isinstance(r, int) and r >= 1):
-        raise ValueError(f"model.lora.r={r!r}; valid: an integer >= 1")
+        raise ValueError(f"model.net.lora.r={r!r}; valid: an integer >= 1")
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.lora.dropout={dropout!r}; valid: 0 <= dropout < 1")
+        raise ValueError(f"model.net.lora.dropout={dropout!r}; valid: 0 <= dropout < 1")
     targets = target_modules if isinstance(target_modules, str) else list(target_modules)  # Hydra passes ListConfig
     if not isinstance(targets, str):
         # peft fails only when no name matches; a typo in one of several names would go unadapted
         names = [n for n, _ in model.named_modules()]
         missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
         if missing or not targets:
-            raise ValueError(f"model.lora.target_modules: {missing or targets!r} matches no module of "
+            raise ValueError(f"model.net.lora.target_modules: {missing or targets!r} matches no module of "
                              f"{type(model).__name__}; valid: all-linear, or module names such as q_proj, v_proj")
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none",
                         task_type="CAUSAL_LM")

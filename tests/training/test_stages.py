@@ -106,7 +106,7 @@ def test_lora_lr_mult_scales_adapters_and_zero_is_an_error(train_cfg):
 
 def test_lora_target_modules_that_match_nothing_fail_naming_them(train_cfg):
     cfg = train_cfg(*SMALL, tiny=False)
-    with pytest.raises(ValueError, match=r"model.lora.target_modules: \['qproj'\] matches no module of LlamaForCausalLM"):
+    with pytest.raises(ValueError, match=r"model.net.lora.target_modules: \['qproj'\] matches no module of LlamaForCausalLM"):
         with_lora(instantiate(cfg.model.lm), target_modules=["q_proj", "qproj"])
 
 

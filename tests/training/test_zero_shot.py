@@ -260,3 +260,33 @@ def test_checkpoints_carry_the_prompt_and_recurvlm_eval_reads_questions_alike(ch
     evaluate(compose_cfg("eval", [f"ckpt_path={ckpt}", f"data.path={folder}", "data.batch_size=3",
                                   "trainer.enable_progress_bar=false"], from_ckpt))
     assert predictions(from_ckpt) == predictions(zero_shot)
+
+
+def test_instruct_lora_wraps_a_pretrained_llava_after_its_weights_load(checkpoints, folder, train_cfg):
+    """stage=instruct_lora on llava_1_5_7b: from_pretrained loads every weight, then the pair wraps
+    its LM in LoRA adapters; only the projector and the adapters train, and at the start
+    (lora_B = 0) the wrapped pair scores exactly as the pretrained one."""
+    from hydra.utils import instantiate
+
+    from recurvlm.train import build_model
+    from recurvlm.training.matching import param_groups
+
+    path, _ = checkpoints["llava"]
+    plain_cfg = train_cfg("model=llava_1_5_7b", f"model.name_or_path={path}", tiny=False)
+    lora_cfg = train_cfg("model=llava_1_5_7b", f"model.name_or_path={path}", "stage=instruct_lora", tiny=False)
+    tok = instantiate(plain_cfg.model.tokenizer)
+    plain = build_model(plain_cfg.model.net, tok, prompt=plain_cfg.model.get("prompt")).eval()
+    wrapped = build_model(lora_cfg.model.net, tok, prompt=lora_cfg.model.get("prompt")).eval()
+    groups = param_groups(wrapped, 0.0, 1e-3, dict(lora_cfg.model.lr_mult))
+    trainable = {n for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert sum(len(g["params"]) for g in groups) == len(trainable)
+    assert trainable and all(n.startswith("multi_modal_projector.") or ".lora_" in n for n in trainable)
+    assert any(".lora_A." in n for n in trainable) and not any(n.startswith("vision_model.") for n in trainable)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=g)
+    q_ids, q_mask = tok.encode([plain_cfg.model.prompt.format(question="Is it?")] * 2, context_length=48)
+    c_ids, c_mask = tok.encode([plain_cfg.model.prompt.format(question="Is it?") + a for a in (" no", " yes")] * 2,
+                               context_length=48)
+    args = (images, c_ids.view(2, 2, -1), c_mask.view(2, 2, -1), torch.ones(2, 2, dtype=torch.bool), q_ids, q_mask)
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped(*args).logits, plain(*args).logits, rtol=0, atol=1e-5)
