@@ -253,7 +253,9 @@ def test_figures_train_reuse_runs_and_draw(tmp_path, tiny_overrides):
     for fig in ("border_ownership", "figure_ground"):
         spec = figures.load_spec(fig)
         assert spec["task"] == fig and {"cpu", "paper"} <= set(spec["scales"])
-    figures.main(["fig=probes,attention_dynamics", "seeds=0", f"out={tmp_path}", *(f"+{o}" for o in tiny_overrides)])
+    small = ["data.n_train=64", "data.n_val=16", "data.n_test=16", "trainer.max_epochs=1"]  # after the figure's own
+    figures.main(["fig=probes,attention_dynamics", "seeds=0", f"out={tmp_path}",
+                  *(f"+{o}" for o in tiny_overrides + small)])
     # attention_dynamics reuses fig=probes' recurrent curve-tracing run
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["curve_tracing-clip_tiny-s0",
                                                                     "curve_tracing-recurrent_tiny-s0"]
