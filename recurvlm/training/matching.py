@@ -10,6 +10,7 @@ numbers are right under DDP). Test steps also keep one record per item for
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -105,13 +106,57 @@ def parts_table(model: nn.Module, lr: float | None = None, lr_mult: Mapping[str,
     return "\n".join(lines)
 
 
-class MatchingModule(L.LightningModule):
-    """Trains and evaluates a model that scores answer choices (`CLIPPair` and its variants).
+class OptimizedModule(L.LightningModule):
+    """What every recurvlm LightningModule shares: the optimizer groups (`param_groups` with
+    `lr_mult`), the parts table (logged, and written to `parts_path`, e.g. `<run>/parts.md`, so a
+    run dir shows what trained), the scheduler, and the checkpoint entry
+    (`checkpoint["recurvlm"]`: the model config and tokenizer as plain data).
 
     optimizer: a partial (Hydra `_partial_: true`) taking `params`; weight decay is read
-    from it and applied to matrices only. scheduler: a partial taking `optimizer`, or None.
-    parts_path: where to write the parts table (markdown) when the optimizer is set up, so a
-    run dir shows what trained (e.g. `<run>/parts.md`); None: only logged.
+    from it and applied to matrices only. scheduler: a partial taking `optimizer`, or None; a
+    `total_steps=None` keyword is filled in from the run's length.
+    """
+
+    def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
+                 tokenizer_state: dict[str, Any] | None = None, lr_mult: Mapping[str, float] | None = None,
+                 parts_path: str | os.PathLike | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model_config, self.tokenizer_state = model_config, tokenizer_state
+        self.lr_mult = dict(lr_mult or {})  # name prefix -> factor on lr (0 freezes); see param_groups
+        self.parts_path = None if parts_path is None else Path(parts_path)
+
+    def configure_optimizers(self):
+        kw = getattr(self.optimizer_factory, "keywords", {})
+        wd, lr = kw.get("weight_decay", 0.0), kw.get("lr")
+        opt = self.optimizer_factory(params=param_groups(self.model, wd, lr, self.lr_mult))
+        table = parts_table(self.model, lr, self.lr_mult)
+        log.info("parts:\n%s", table)
+        if self.parts_path is not None and self.global_rank == 0:
+            self.parts_path.parent.mkdir(parents=True, exist_ok=True)
+            self.parts_path.write_text(table + "\n")
+        if self.scheduler_factory is None:
+            return opt
+        kwargs = {}
+        if "total_steps" in getattr(self.scheduler_factory, "keywords", {}) and self.scheduler_factory.keywords["total_steps"] is None:
+            steps = self.trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ValueError("optim.scheduler.total_steps=null needs a known run length: the data has none "
+                                 "(e.g. tar shards), so set trainer.max_steps or optim.scheduler.total_steps")
+            kwargs["total_steps"] = int(steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt, **kwargs),
+                                                   "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["recurvlm"] = {"family": FAMILY, "model_config": self.model_config,
+                                  "tokenizer": self.tokenizer_state}
+
+
+class MatchingModule(OptimizedModule):
+    """Trains and evaluates a model that scores answer choices (`CLIPPair`, `LlavaPair` and
+    their recurrent variants). Optimizer, scheduler, lr_mult, parts_path: see `OptimizedModule`.
     """
 
     def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
@@ -119,15 +164,11 @@ class MatchingModule(L.LightningModule):
                  tokenizer_state: dict[str, Any] | None = None, eval_iterations: int | None = None,
                  test_iterations: int | None = None, seed: int = 0,
                  lr_mult: Mapping[str, float] | None = None, parts_path: str | os.PathLike | None = None) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model=model, optimizer=optimizer, scheduler=scheduler, model_config=model_config,
+                         tokenizer_state=tokenizer_state, lr_mult=lr_mult, parts_path=parts_path)
         # T at validation and test (any T for a recurrent model; None: the training T)
         self.eval_iterations, self.seed = eval_iterations, seed
         self.test_iterations = test_iterations  # T at test (None: eval_iterations), e.g. 4x the training T
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model_config, self.tokenizer_state = model_config, tokenizer_state
-        self.lr_mult = dict(lr_mult or {})  # name prefix -> factor on lr (0 freezes); see param_groups
-        self.parts_path = None if parts_path is None else Path(parts_path)
         self.acc = nn.ModuleDict({f"{s}_acc": MeanMetric() for s in ("train", "val", "test")})
         self.group_acc = nn.ModuleDict()
         self.group_names: dict[str, str] = {}
@@ -252,24 +293,3 @@ class MatchingModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_groups("test")
 
-    # --- optimisation and checkpoints -----------------------------------------------
-
-    def configure_optimizers(self):
-        kw = getattr(self.optimizer_factory, "keywords", {})
-        wd, lr = kw.get("weight_decay", 0.0), kw.get("lr")
-        opt = self.optimizer_factory(params=param_groups(self.model, wd, lr, self.lr_mult))
-        table = parts_table(self.model, lr, self.lr_mult)
-        log.info("parts:\n%s", table)
-        if self.parts_path is not None and self.global_rank == 0:
-            self.parts_path.parent.mkdir(parents=True, exist_ok=True)
-            self.parts_path.write_text(table + "\n")
-        if self.scheduler_factory is None:
-            return opt
-        kwargs = {}
-        if "total_steps" in getattr(self.scheduler_factory, "keywords", {}) and self.scheduler_factory.keywords["total_steps"] is None:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt, **kwargs), "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["recurvlm"] = {"family": FAMILY, "model_config": self.model_config,
-                                  "tokenizer": self.tokenizer_state}

@@ -14,22 +14,14 @@ over DDP ranks.
 
 from __future__ import annotations
 
-import logging
-import math
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..data.image_text import IGNORE_INDEX
-from .matching import FAMILY, param_groups, parts_table
+from .matching import OptimizedModule
 
-log = logging.getLogger(__name__)
 
 
 def lm_loss(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -42,24 +34,14 @@ def lm_loss(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
     return {"lm_loss": total / (target != IGNORE_INDEX).sum().clamp(min=1)}
 
 
-class PretrainModule(L.LightningModule):
-    """What both pretraining objectives share: optimizer groups with lr_mult, the parts table,
-    the skipped-item count, the epoch handed to a reshuffling dataset, and the checkpoint entry.
-
-    optimizer / scheduler: partials as in `MatchingModule` (weight decay and lr read from the
-    optimizer's keywords). parts_path: also write the parts table there (e.g. `<run>/parts.md`).
+class PretrainModule(OptimizedModule):
+    """What both pretraining objectives share besides `OptimizedModule`'s optimizer groups with
+    lr_mult, parts table, scheduler and checkpoint entry: the skipped-item count and the epoch
+    handed to a reshuffling dataset.
     """
 
-    def __init__(self, *, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, model_config: dict[str, Any] | None = None,
-                 tokenizer_state: dict[str, Any] | None = None, lr_mult: Mapping[str, float] | None = None,
-                 parts_path: str | os.PathLike | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.model_config, self.tokenizer_state = model_config, tokenizer_state
-        self.lr_mult = dict(lr_mult or {})
-        self.parts_path = parts_path
+    def __init__(self, **kwargs: Any) -> None:  # model, optimizer, scheduler, ...: see OptimizedModule
+        super().__init__(**kwargs)
         self.skipped = 0  # items the data skipped since this run started (this rank)
 
     def loss(self, batch: dict[str, Any]) -> dict[str, Tensor]:
@@ -83,30 +65,6 @@ class PretrainModule(L.LightningModule):
         set_epoch = getattr(getattr(self.trainer.train_dataloader, "dataset", None), "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.current_epoch)
-
-    def configure_optimizers(self):
-        kw = getattr(self.optimizer_factory, "keywords", {})
-        wd, lr = kw.get("weight_decay", 0.0), kw.get("lr")
-        opt = self.optimizer_factory(params=param_groups(self.model, wd, lr, self.lr_mult))
-        table = parts_table(self.model, lr, self.lr_mult)
-        log.info("parts:\n%s", table)
-        if self.parts_path is not None:
-            Path(self.parts_path).write_text(table + "\n")
-        if self.scheduler_factory is None:
-            return opt
-        kwargs = {}
-        if getattr(self.scheduler_factory, "keywords", {}).get("total_steps", 0) is None:
-            steps = self.trainer.estimated_stepping_batches
-            if not math.isfinite(steps):
-                raise ValueError("optim.scheduler.total_steps=null needs a known run length: the data has none "
-                                 "(tar shards), so set trainer.max_steps or optim.scheduler.total_steps")
-            kwargs["total_steps"] = int(steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt, **kwargs),
-                                                   "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["recurvlm"] = {"family": FAMILY, "model_config": self.model_config,
-                                  "tokenizer": self.tokenizer_state}
 
 
 class ContrastiveModule(PretrainModule):
