@@ -118,9 +118,10 @@ def offline(monkeypatch):
 
 
 CONFIGS = {"clip_l14_336": "clip", "siglip_b16": "siglip", "recurrent_clip_l14_336": "clip",
-           "llava_1_5_7b": "llava"}
+           "llava_1_5_7b": "llava", "recurrent_llava_1_5_7b": "llava"}
 # the tiny towers have 2 blocks, not ViT-L's 24: feedback enters the second
-SIZE = {"recurrent_clip_l14_336": ["model.net.top_down.layers=[1]", "model.net.top_down.state_dim=16"]}
+SIZE = {"recurrent_clip_l14_336": ["model.net.top_down.layers=[1]", "model.net.top_down.state_dim=16"],
+        "recurrent_llava_1_5_7b": ["model.net.top_down.layers=[0]", "model.net.top_down.state_dim=16"]}
 
 
 def run_zero_shot(compose_cfg, model: str, path, folder, out, *extra: str) -> dict:
