@@ -33,14 +33,14 @@ SCALES: dict[str, dict[str, Any]] = {
              "overrides": ["data.n_train=1000", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=3"]},
     # the CPU-sized comparison: about 30 minutes on 2 cores
     "cpu": {"tasks": ["curve_tracing", "maze"],
-            "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_scan", "recurrent_tiny_mamba",
-                       "recurrent_tiny_xlstm"],
+            "models": ["clip_tiny", "clip_tiny_deep", "clip_tiny_deeper", "recurrent_tiny", "recurrent_tiny_scan",
+                       "recurrent_tiny_mamba", "recurrent_tiny_xlstm"],
             "seeds": [0, 1, 2],
             "overrides": ["data.n_train=400", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=2"]},
     # full size (GPU): 20k training images per level, 30 epochs
     "paper": {"tasks": ["curve_tracing", "maze"],
-              "models": ["clip_tiny", "clip_tiny_deep", "recurrent_tiny", "recurrent_tiny_scan", "recurrent_tiny_mamba",
-                         "recurrent_tiny_xlstm", "llava_tiny", "recurrent_llava_tiny"],
+              "models": ["clip_tiny", "clip_tiny_deep", "clip_tiny_deeper", "recurrent_tiny", "recurrent_tiny_scan",
+                         "recurrent_tiny_mamba", "recurrent_tiny_xlstm", "llava_tiny", "recurrent_llava_tiny"],
               "seeds": [0, 1, 2],
               "overrides": ["data.n_train=20000", "data.n_val=1000", "data.n_test=2000", "trainer.max_epochs=30",
                             "data.num_workers=8", "data.batch_size=128"]},

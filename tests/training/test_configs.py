@@ -92,3 +92,19 @@ def test_unknown_option_lists_the_valid_ones(train_cfg):
     with pytest.raises(InstantiationException, match="data.tasks: unknown task 'mazes'; valid tasks: figure_ground"):
         cfg = train_cfg("data.tasks=[mazes]")
         instantiate(cfg.data, tokenizer=None, context_length=8)
+
+
+# Each parameter-matched feedforward control and the recurrent model it controls (issue 4:
+# the comparison is fair only while these stay within a few percent of each other).
+MATCHED = [("clip_tiny_deep", "recurrent_tiny"), ("clip_tiny_deeper", "recurrent_tiny_scan")]
+
+
+@pytest.mark.parametrize("control,recurrent", MATCHED)
+def test_feedforward_controls_match_their_recurrent_model_in_parameters(train_cfg, control, recurrent):
+    counts = {}
+    for option in (control, recurrent, "clip_tiny"):
+        cfg = train_cfg(f"model={option}", tiny=False)
+        net = build_model(cfg.model.net, instantiate(cfg.model.tokenizer))
+        counts[option] = sum(p.numel() for p in net.parameters())
+    assert abs(counts[control] - counts[recurrent]) <= 0.05 * counts[recurrent], counts
+    assert counts[control] > counts["clip_tiny"] * 1.1, counts  # it is a bigger model, not the baseline again
