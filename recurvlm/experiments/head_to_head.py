@@ -37,6 +37,13 @@ SCALES: dict[str, dict[str, Any]] = {
                        "recurrent_tiny_mamba", "recurrent_tiny_xlstm"],
             "seeds": [0, 1, 2],
             "overrides": ["data.n_train=400", "data.n_val=100", "data.n_test=200", "trainer.max_epochs=2"]},
+    # the CPU-sized result (experiments/head_to_head/README.md): curve tracing trained on the easy
+    # level only with the auxiliary dense loss, the baseline and its parameter-matched control
+    # against the grid-scanning recurrent model, 3 seeds; about 40 minutes on 2 cores
+    "tracing": {"tasks": ["curve_tracing"], "models": ["clip_tiny", "clip_tiny_deeper", "recurrent_tiny_scan"],
+                "seeds": [0, 1, 2],
+                "overrides": ["experiment=dense", "task.train_levels=[easy]", "data.n_train=4000",
+                              "trainer.max_epochs=8"]},
     # full size (GPU): 20k training images per level, 30 epochs
     "paper": {"tasks": ["curve_tracing", "maze"],
               "models": ["clip_tiny", "clip_tiny_deep", "clip_tiny_deeper", "recurrent_tiny", "recurrent_tiny_scan",

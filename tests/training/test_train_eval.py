@@ -117,6 +117,20 @@ def test_head_to_head_writes_table_csv_and_figures(tmp_path):
     assert (tmp_path / "redrawn" / "accuracy_vs_iterations.pdf").stat().st_size > 0
 
 
+def test_head_to_head_scales_compose_for_every_model(tmp_path):
+    """Every (scale, task, model) run the runner would launch composes; the `tracing` scale is the
+    session-4 setting (easy only, dense loss on for every model alike)."""
+    from recurvlm.config import compose_config
+    from recurvlm.experiments import head_to_head
+
+    for name, scale in head_to_head.SCALES.items():
+        for task in scale["tasks"]:
+            for model in scale["models"]:
+                cfg = compose_config("train", [f"task={task}", f"model={model}", *scale["overrides"]], tmp_path)
+                if name == "tracing":
+                    assert list(cfg.task.train_levels) == ["easy"] and cfg.model.net.dense_weight > 0, model
+
+
 @pytest.mark.slow
 def test_head_to_head_takes_any_model_list_including_the_llava_pair(tmp_path):
     from recurvlm.experiments import head_to_head
