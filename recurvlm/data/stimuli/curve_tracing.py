@@ -62,6 +62,8 @@ MAIN_BATCH = 16  # main-curve configurations drawn at once
 PAIR_CHUNK = 2  # of which this many at a time (of those passing the rules on the ends) go through the crossing rule
 MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
 MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
+ROUNDS = 4  # rounds of distractor candidates per main-curve layout before giving up on it
+HEADINGS = 65536  # headings are whole multiples of 2 pi / HEADINGS: steps and direction bins come from tables
 
 _SIN_CROSS2 = math.sin(math.radians(MIN_CROSS_DEG)) ** 2
 _BG = np.array(BACKGROUND, np.float32)
@@ -119,7 +121,9 @@ class _Geo:
     size: int
     n: int  # segments per curve
     seg: float  # segment length
-    turn: float  # max turn (radians)
+    turn: int  # max turn (whole heading units of 2 pi / HEADINGS, rounded down)
+    steps: np.ndarray  # [HEADINGS] complex step of each heading: seg * exp(ih), quantised
+    running: np.ndarray  # [n + 1, n] the running sums of n steps from 0 as a matrix (lower triangle of ones)
     r_stroke: float  # half stroke width
     r_marker: float
     c_mark: float  # marker centre to any other curve (and to its own curve beyond the end)
@@ -131,16 +135,16 @@ class _Geo:
     seg_of_pair_pt: np.ndarray  # [P'] segment of each of those samples
     end_rule: np.ndarray  # [4, 2, 1] squared clearances of the ends of S1, P, Q, S2 from the partner walk
     at_self: tuple  # `_along` [P''] of samples along a curve for the self rule (spacing < 2 c_end)
-    self_far: np.ndarray  # [n, P''] segment and sample far apart along the curve
-    start_far: np.ndarray  # [n] segments far from the start along the curve
-    end_far: np.ndarray  # [n] segments far from the end
-    free_turn: float  # heading range (radians) under which the self rules hold by themselves
+    self_d2: np.ndarray  # [n, P''] squared clearance of segment and sample: c_end where far apart along the
+                         # curve, c_mark (or c_end if more) from the ends to segments far from them, else 0
+    free_turn: float  # heading range (heading units) under which the self rules hold by themselves
     pad: int  # padding of the occupancy grid
     grid: int  # side of the occupancy grid
     look_at: tuple  # `_along` [L] of the grid lookups of a curve: its P dense points, then its ends 5 times each
     look_code: np.ndarray  # [L] their direction-code column: the segment, n at the ends (they clash with any stroke)
     look_off: np.ndarray  # [L] flat grid offset added to its pixel: the padding, plus the 4-neighbours at the ends
     grid_xy: np.ndarray  # [2] flat grid index of a pixel (x, y): x + grid * y
+    coarse_code: np.ndarray  # [n + 1] direction-code row of the vertex lookups (`_candidates`): n at the ends
     mark_pt: np.ndarray  # [M] looked-up point of each grid entry a placed distractor sets ...
     mark_off: np.ndarray  # [M] ... its flat offset: a `close` disc around every dense point, no-go discs at the ends
     mark_seg: np.ndarray  # [M] ... and its segment (n at the no-go discs: they set FORBIDDEN)
@@ -195,6 +199,9 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     arc = np.arange(n * sub_self + 1) / sub_self  # arc position of each sample, in segments
     j = np.arange(n)
     gap = seg * np.maximum(np.maximum(j[None, :] - arc[:, None], arc[:, None] - (j[None, :] + 1)), 0.0)
+    self_d2 = np.where(gap >= SELF_ARC * c_end, c_end ** 2, 0.0).T  # [n, P'']
+    self_d2[seg * j >= SELF_ARC * c_mark, 0] = max(c_mark, c_end) ** 2  # the start, from segments far from it
+    self_d2[seg * (n - 1 - j) >= SELF_ARC * c_mark, -1] = max(c_mark, c_end) ** 2  # the end
     end_rule = np.array([[c_mark, c_mark], [c_mark, c_mark], [c_mark, c_end], [c_mark, c_end]])[:, :, None] ** 2
     pad = int(math.ceil(c_mark)) + 4
     grid = d.image_size + 2 * pad
@@ -224,17 +231,18 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     main = entries([dense, L + dense, [0, P - 1, L], [L + P - 1]], [off_close, off_close, off_mark, off_free_end],
                    [2 * seg_of_pt, 2 * seg_of_pt + 1, [2 * n] * 3, [2 * n]])
     g = _Geo(
-        size=d.image_size, n=n, seg=seg, turn=math.radians(d.max_turn), r_stroke=r_stroke, r_marker=r_marker,
+        size=d.image_size, n=n, seg=seg, turn=int(math.floor(d.max_turn / 360.0 * HEADINGS + 1e-9)), steps=_steps(seg),
+        running=np.tri(n + 1, n, -1),
+        r_stroke=r_stroke, r_marker=r_marker,
         c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_marker + 1.0,
         at_pair=_along(n, sub_pair), seg_of_pair_pt=_samples(n, sub_pair),
         end_rule=end_rule,
-        at_self=_along(n, sub_self), self_far=(gap >= SELF_ARC * c_end).T, start_far=seg * j >= SELF_ARC * c_mark,
-        end_far=seg * (n - 1 - j) >= SELF_ARC * c_mark,
+        at_self=_along(n, sub_self), self_d2=self_d2,
         # All headings within a window w: parts `SELF_ARC * c` apart along the curve are at
         # least SELF_ARC * c * cos(w / 2) apart in the plane, so cos(w / 2) > 1 / SELF_ARC suffices.
-        free_turn=2.0 * math.acos(1.0 / SELF_ARC + 0.01), pad=pad, grid=grid,
+        free_turn=2.0 * math.acos(1.0 / SELF_ARC + 0.01) / (2.0 * math.pi) * HEADINGS, pad=pad, grid=grid,
         look_at=tuple(a[look_pt] for a in _along(n, sub)), look_code=look_code, look_off=look_off.astype(np.float64),
-        grid_xy=np.array([1.0, grid]),
+        grid_xy=np.array([1.0, grid]), coarse_code=np.r_[n, 1 : n, n],
         mark_pt=mark[0], mark_off=mark[1], mark_seg=mark[2], main_pt=main[0], main_off=main[1], main_seg=main[2],
         dot_span=np.arange(int(math.ceil(2 * r_marker + 2)) + 2),
         win=win, win_x=wx.astype(np.float64), win_y=wy.astype(np.float64), win_flat=wy * canvas + wx,
@@ -250,23 +258,21 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
 # loops over points or pixels.
 
 
-def _vertices(h: np.ndarray, seg: float) -> np.ndarray:
-    """Walks from 0 with segment headings h [n, W] -> complex vertices [n + 1, W] (exact sums)."""
-    z = np.exp(1j * h)
-    x = z.view(np.float64)  # the steps, quantised in place: seg * exp(ih) / GEOMETRY_QUANTUM, rounded, rescaled
+def _steps(seg: float) -> np.ndarray:
+    """The step of every heading k 2 pi / HEADINGS: seg * exp(ih), quantised -> complex [HEADINGS]."""
+    z = np.exp(1j * (np.arange(HEADINGS) * (2.0 * math.pi / HEADINGS)))
+    x = z.view(np.float64)  # quantised in place: seg * exp(ih) / GEOMETRY_QUANTUM, rounded, rescaled
     x *= seg / GEOMETRY_QUANTUM  # (the same as multiplying by seg, then dividing: the quantum is a power of 2)
     np.rint(x, out=x)
     x *= GEOMETRY_QUANTUM
-    v = np.empty((len(h) + 1,) + h.shape[1:], np.complex128)
-    v[0] = 0.0
-    z.cumsum(axis=0, out=v[1:])
-    return v
+    return z
 
 
 class _Walks(NamedTuple):
-    """A batch of W walks, walk axis last: segment headings [n, W], vertices [n + 1, W], their
-    extent (smallest and largest (x, y)) [W, 2] each, heading range [W], and placement draws
-    [W', 2] (one per configuration or candidate)."""
+    """A batch of W walks, walk axis last: segment headings (whole heading units mod HEADINGS,
+    then a row of HEADINGS, the code of the ends: see `_CLASH`) [n + 1, W], vertices [n + 1, W],
+    their extent (smallest and largest (x, y)) [W, 2] each, heading range [W] (heading units),
+    and placement draws [W', 2] (one per configuration or candidate)."""
 
     h: np.ndarray
     v: np.ndarray
@@ -282,29 +288,33 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
     A configuration is four walks [S1, P, Q, S2]: S1 and P leave A = 0 with one heading; Q
     leaves B1 = end(S1) with S1's last heading reversed, S2 leaves E2 = end(P) with P's last
     heading reversed; walk i is paired with walk 3 - i. Walk i of configuration b is walk
-    i * B + b (the draw is by configuration), then come the candidates; placement draws: B, then m.
+    i * B + b, then come the candidates; placement draws: B, then m. Headings are whole heading
+    units (2 pi / HEADINGS): first headings uniform over all of them, turns uniform over those
+    within max_turn.
     """
-    n = g.n
-    h0 = rng.uniform(0.0, 2.0 * math.pi, B + m)
-    turns = rng.uniform(-g.turn, g.turn, (4 * B + m, n - 1))  # (row 4 b + i: walk i of configuration b)
+    n, W = g.n, 4 * B + m
+    h0 = rng.integers(0, HEADINGS, B + m)
+    turns = rng.integers(-g.turn, g.turn + 1, (n - 1, W))  # (column: walk)
     unit = rng.uniform(0.0, 1.0, (B + m, 2))
-    W = len(turns)
-    h = np.empty((n, W))
-    h[0] = 0.0
-    turns[4 * B :].T.cumsum(axis=0, out=h[1:, 4 * B :])
+    h = np.empty((n, W), np.int64)  # headings relative to the first
+    h[0] = 0
+    turns.cumsum(axis=0, out=h[1:])
+    turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
+    start = np.empty(W, np.int64)  # first headings
     if B:  # (candidates alone skip the configuration steps: numpy calls on empty arrays still cost)
-        hc = h[:, : 4 * B].reshape(n, 4, B)  # (a view) [segment, walk, configuration]
-        turns[: 4 * B].reshape(B, 4, n - 1).transpose(2, 1, 0).cumsum(axis=0, out=hc[1:])
-        hc[:, :2] += h0[:B]  # S1 and P
-        hc[:, 2:] += hc[-1, :2] + math.pi  # Q and S2
-    h[:, 4 * B :] += h0[B:]
-    v = _vertices(h, g.seg)
+        start[: 2 * B].reshape(2, B)[:] = h0[:B]  # S1 and P
+        np.add(h[-1, : 2 * B], start[: 2 * B] + HEADINGS // 2, out=start[2 * B : 4 * B])  # Q and S2: reversed last heading
+    start[4 * B :] = h0[B:]
+    hq = np.empty((n + 1, W), np.int64)
+    hq[-1] = HEADINGS
+    np.bitwise_and(h + start, HEADINGS - 1, out=hq[:-1])
+    # The vertices: running sums of the steps (exact in any order: they are multiples of the quantum, as all partial sums).
+    v = (g.running @ g.steps.take(hq[:-1]).view(np.float64)).view(np.complex128)
     if B:
         vc = v[:, : 4 * B].reshape(n + 1, 4, B)
         vc[:, 2:] += vc[-1, :2]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
-    turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
-    return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
+    return _Walks(hq, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray, points_first: bool = False) -> np.ndarray:
@@ -341,8 +351,7 @@ def _self_bad(v: np.ndarray, g: _Geo) -> np.ndarray:
     """Curves v [k, n + 1] that come close to themselves: parts far apart along the curve
     nearer than `c_end`, or an end nearer than `c_mark` to its curve beyond the end -> [k]."""
     d2 = _pts_segs_d2(_dense(v, g.at_self), v)  # [k, n, P'']
-    return (((d2 < g.c_end ** 2) & g.self_far).any(axis=(1, 2))
-            | ((d2[..., 0] < g.c_mark ** 2) & g.start_far).any(-1) | ((d2[..., -1] < g.c_mark ** 2) & g.end_far).any(-1))
+    return np.logical_or.reduce((d2 < g.self_d2).reshape(len(v), -1), axis=1)
 
 
 def _shift(lo: np.ndarray, hi: np.ndarray, unit: np.ndarray, g: _Geo) -> np.ndarray:
@@ -442,26 +451,12 @@ def _parallel_masks() -> np.ndarray:
 
 _PARALLEL = _parallel_masks()
 _ANY = np.bitwise_or.reduce(_BIT) | FORBIDDEN  # what an end clashes with
-# By direction code, with code DIR_BINS for the ends: the bits a point clashes with, the bits it sets.
-_CLASH = np.append(_PARALLEL, _ANY)
-_SETS = np.append(_BIT, FORBIDDEN)
-
-
-def _codes(h: np.ndarray) -> np.ndarray:
-    """Direction bins (heading mod 180 degrees) of segment headings h [n, W], then a row of
-    DIR_BINS (the code of the ends) -> [n + 1, W]."""
-    d = np.degrees(h)  # d % 180.0, in fewer steps: d - 180 floor(d / 180) is exact, and where the
-    k = d / 180.0  # quotient rounded up to a whole number it is the remainder minus 180, exactly
-    np.floor(k, out=k)
-    k *= 180.0
-    d -= k
-    np.add(d, 180.0, out=d, where=d < 0.0)
-    d *= DIR_BINS / 180.0
-    c = np.empty((len(h) + 1,) + h.shape[1:], np.int64)
-    c[-1] = DIR_BINS
-    c[:-1] = d  # (truncates, as astype)
-    c[:-1] %= DIR_BINS
-    return c
+# The direction bin of each heading k 2 pi / HEADINGS: its angle mod 180 degrees in DIR_BINS
+# bins (exact, in whole numbers).
+_CODE = np.arange(HEADINGS) % (HEADINGS // 2) * DIR_BINS // (HEADINGS // 2)
+# By heading, with HEADINGS for the ends: the bits a point clashes with, the bits it sets.
+_CLASH = np.append(_PARALLEL.take(_CODE), _ANY)
+_SETS = np.append(_BIT.take(_CODE), FORBIDDEN)
 
 
 def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
@@ -474,46 +469,43 @@ def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
 
 
 class _Candidates(NamedTuple):
-    """Curves placed in the image, ready for the grid: vertices [n + 1, M], grid lookups and
-    the bits each lookup clashes with [M, L] (see `_Geo.look_at`), direction codes [n + 1, M],
-    and per candidate its extent as drawn and its translation (lo x, lo y, hi x, hi y, t x, t y)
-    and whether it may come close to itself (lists)."""
+    """Curves placed in the image: vertices [n + 1, M], direction codes [n + 1, M], the grid
+    lookups of their vertices [n + 1, M] (`_Geo.coarse_code`: a subset of their full lookups,
+    `_Geo.look_at`, that candidates which clash already fail on cheaply), and per candidate its
+    extent as drawn and its translation (lo x, lo y, hi x, hi y, t x, t y) [M, 6] and whether it
+    may come close to itself [M]."""
 
     v: np.ndarray
-    look: np.ndarray
-    check: np.ndarray
     code: np.ndarray
-    where: list
-    curly: list
+    coarse: np.ndarray
+    where: np.ndarray
+    curly: np.ndarray
 
 
-def _candidates(w: _Walks, B: int, g: _Geo, cells: int, main: tuple = ()) -> _Candidates:
+def _candidates(w: _Walks, B: int, g: _Geo, cells: int) -> _Candidates:
     """The distractor candidates of a batch w drawn with B configurations, placed (see `_shift`);
     those that do not fit in the image look up the last of `cells` grid cells only (the one with
-    every bit). With main = (k, t), the main curves S1 and S2 of configuration k, moved by t,
-    come first (in the arrays; `where` and `curly` are the candidates' only)."""
+    every bit)."""
     lo, hi, unit = w.lo[4 * B :], w.hi[4 * B :], w.unit[B:]
     t = _shift(lo, hi, unit, g)
-    if main:
-        k, tk = main
-        cols = np.arange(4 * B - 2, w.v.shape[1])
-        cols[:2] = k, 3 * B + k
-        v, code, t = w.v.take(cols, axis=1), _codes(w.h.take(cols, axis=1)), np.concatenate([[tk, tk], t])
-    else:
-        v, code = w.v[:, 4 * B :], _codes(w.h[:, 4 * B :])
+    v, code = w.v[:, 4 * B :], w.h[:, 4 * B :]
     xy = v.view(np.float64).reshape(g.n + 1, -1, 2)
     xy += t  # in place (exact: vertices and translations are multiples of the quantum)
-    look = _lookups(xy, g)  # [M, L]
-    look[len(main) + np.logical_or.reduce(hi - lo > g.size - 1 - 2 * g.margin, axis=1).nonzero()[0]] = cells - 1
-    check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [M, L]
-    curly = (w.turn[4 * B :] > g.free_turn).tolist()
-    return _Candidates(v, look, check, code, np.concatenate([lo, hi, t[len(main) :]], axis=1).tolist(), curly)
+    coarse = (np.rint(xy) @ g.grid_xy + g.look_off[0]).astype(np.int64)  # [n + 1, M] (the dense points at the vertices)
+    coarse[:, np.logical_or.reduce(hi - lo > g.size - 1 - 2 * g.margin, axis=1)] = cells - 1
+    return _Candidates(v, code, coarse, np.concatenate([lo, hi, t], axis=1), w.turn[4 * B :] > g.free_turn)
 
 
 def _mark(grid: np.ndarray, look: np.ndarray, code: np.ndarray, g: _Geo) -> None:
     """Put placed curves (lookups [k, L], direction codes [n + 1, k]) into the grid."""
     cells = (look.take(g.mark_pt, axis=1) + g.mark_off).ravel()
     np.bitwise_or.at(grid, cells, _SETS.take(code.T.take(g.mark_seg, axis=1)).ravel())
+
+
+def _round_size(count: int) -> int:
+    """Distractor candidates per round for `count` distractors (a speed knob: the candidates are
+    i.i.d. and taken first-fit, whatever their number; only the rare give-up after ROUNDS depends on it)."""
+    return 10 * count + 30
 
 
 def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int,
@@ -524,41 +516,50 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
     with the main curves), then m more after every round that does not finish.
     """
     placed = []
-    m = 6 * count + 16
+    m = _round_size(count)
     grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
     outer = g.size - 1 - g.margin
-    for _ in range(4):
-        v, look, check, code, where, curly = c
-        new = []  # placed in this round and not yet in the grid (only a scan reads it; the last never goes in)
-        k = -1
-        while k + 1 < m:  # candidates after k that fit among everything placed so far
+    for _ in range(ROUNDS):
+        # Candidates that clash at their vertices drop out at once (the grid only fills up); the rest get every lookup.
+        alive = (~np.logical_or.reduce(_CLASH.take(c.code.take(g.coarse_code, axis=0)) & grid.take(c.coarse),
+                                       axis=0)).nonzero()[0]
+        if len(alive):
+            v, code = c.v.take(alive, axis=1), c.code.take(alive, axis=1)
+            look = _lookups(v.view(np.float64).reshape(g.n + 1, -1, 2), g)  # [M', L]
+            check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [M', L]
+            where, curly = c.where.take(alive, axis=0).tolist(), c.curly.take(alive).tolist()
+            new = []  # placed in this round and not yet in the grid (only a scan reads it; the last never goes in)
+            todo = None  # the candidates a scan looks at (None: all): those that fitted at the last scan, from the first not taken
+            while True:  # candidates that fit among everything placed so far
+                if new:
+                    _mark(grid, look.take(new, axis=0), code.take(new, axis=1), g)
+                    new = []
+                if todo is None:
+                    fit = (~np.logical_or.reduce(check & grid.take(look), axis=1)).nonzero()[0]
+                else:
+                    fit = todo[~np.logical_or.reduce(check.take(todo, axis=0) & grid.take(look.take(todo, axis=0)), axis=1)]
+                if not len(fit):
+                    break
+                fresh = []  # boxes of the curves placed since the scan
+                for i, j in enumerate(fit.tolist()):
+                    lx, ly, hx, hy, tx, ty = where[j]  # its box: the range of the placements, moved by t and grown
+                    lx, ly, hx, hy = g.margin - lx, g.margin - ly, outer - hx, outer - hy
+                    bj = (g.margin - lx + tx - grow, g.margin - ly + ty - grow,
+                          outer - hx + tx + grow, outer - hy + ty + grow)
+                    if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
+                        todo = fit[i:]  # it may clash with a curve placed since the scan: scan again from j
+                        break
+                    if curly[j] and _self_bad(v[:, j : j + 1].T, g)[0]:
+                        continue
+                    placed.append(v[:, j])
+                    new.append(j)
+                    if len(placed) == count:
+                        return placed
+                    fresh.append(bj)
+                else:
+                    break  # every later candidate clashed already before these were placed
             if new:
                 _mark(grid, look.take(new, axis=0), code.take(new, axis=1), g)
-                new = []
-            fit = (~np.logical_or.reduce(check[k + 1 :] & grid.take(look[k + 1 :]), axis=1)).nonzero()[0] + (k + 1)
-            if not len(fit):
-                break
-            fresh = []  # boxes of the curves placed since the scan
-            for j in fit.tolist():
-                k = j
-                lx, ly, hx, hy, tx, ty = where[j]  # its box: the range of the placements, moved by t and grown
-                lx, ly, hx, hy = g.margin - lx, g.margin - ly, outer - hx, outer - hy
-                bj = (g.margin - lx + tx - grow, g.margin - ly + ty - grow,
-                      outer - hx + tx + grow, outer - hy + ty + grow)
-                if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
-                    k = j - 1  # it may clash with a curve placed since the scan: scan again from j
-                    break
-                if curly[j] and _self_bad(v[:, j : j + 1].T, g)[0]:
-                    continue
-                placed.append(v[:, j])
-                new.append(j)
-                if len(placed) == count:
-                    return placed
-                fresh.append(bj)
-            else:
-                break  # every later candidate clashed already before these were placed
-        if new:
-            _mark(grid, look.take(new, axis=0), code.take(new, axis=1), g)
         c = _candidates(_draw(rng, g, 0, m), 0, g, len(grid))
     return None
 
@@ -694,19 +695,23 @@ def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
     """All curves [2 + distractors, n + 1] of one picture: S1, S2, then the distractors."""
     B = MAIN_BATCH
     for _ in range(MAX_LAYOUTS):
-        w, k, t = _main_curves(rng, g, 6 * distractors + 16 if distractors else 0)
+        w, k, t = _main_curves(rng, g, _round_size(distractors) if distractors else 0)
         if not distractors:
             return np.array([w.v[:, k], w.v[:, 3 * B + k]]) + complex(*t)
-        c = _candidates(w, B, g, g.grid * g.grid + 1, (k, t))  # S1, S2, then the candidates
+        cols = [k, 3 * B + k]
+        main = w.v.take(cols, axis=1)  # S1, S2
+        xy = main.view(np.float64).reshape(g.n + 1, 2, 2)
+        xy += t  # (exact)
+        c = _candidates(w, B, g, g.grid * g.grid + 1)
         # The `close` zone of the main strokes, then no-go zones around every marker candidate
         # (A, B1, E2), whatever the answer, and around the free end of S2 (see `_Geo.main_pt`).
         grid = np.zeros(g.grid * g.grid + 1, np.int64)
         grid[-1] = -1  # the cell with every bit set
-        np.bitwise_or.at(grid, c.look[:2].take(g.main_pt) + g.main_off, _SETS.take(c.code[:, :2].take(g.main_seg)))
-        rest = _Candidates(c.v[:, 2:], c.look[2:], c.check[2:], c.code[:, 2:], c.where, c.curly)
-        extra = _distractors(rng, g, grid, distractors, rest)
+        np.bitwise_or.at(grid, _lookups(xy, g).take(g.main_pt) + g.main_off,
+                         _SETS.take(w.h.take(cols, axis=1).take(g.main_seg)))
+        extra = _distractors(rng, g, grid, distractors, c)
         if extra is not None:
-            return np.array([c.v[:, 0], c.v[:, 1], *extra])
+            return np.array([main[:, 0], main[:, 1], *extra])
     raise RuntimeError(f"curve_tracing: {distractors} distractors do not fit after {MAX_LAYOUTS} layouts; "
                        "use fewer or shorter curves")
 
