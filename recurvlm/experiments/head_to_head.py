@@ -4,14 +4,17 @@ seeds, with a test-time iteration sweep (1 to 4x the training T).
 
     python -m recurvlm.experiments.head_to_head                 # scale=cpu (about 30 min, 2 cores)
     python -m recurvlm.experiments.head_to_head scale=demo      # minutes: what `make demo` runs
+    python -m recurvlm.experiments.head_to_head scale=tracing   # the CPU-sized result (curve tracing, dense loss)
+    python -m recurvlm.experiments.head_to_head scale=tracing seeds=0 models=clip_tiny,recurrent_tiny_scan
     python -m recurvlm.experiments.head_to_head scale=paper trainer=gpu   # full size, one GPU
 
 Every run is a normal `recurvlm-train` run (composed in-process) under `<out>/logs/`; this
 script only reads back their `metrics.json`, then writes `<out>/results.csv` (one row per
 run x level x test iteration), `<out>/table.md` (mean and 95% CI over seeds) and two figures:
 `accuracy_vs_difficulty.png` and `accuracy_vs_iterations.png` (PNG and PDF). Models are
-trained on the easy and medium levels only; validation and test sets have their own fixed
-seeds and are never trained on, and nothing here is tuned on them.
+trained on the easy and medium levels only (the easy level only at scale=tracing); hard is
+never trained on; validation and test sets have their own fixed seeds and are never trained
+on, and nothing here is tuned on them.
 """
 
 from __future__ import annotations
@@ -56,20 +59,29 @@ EXTRAPOLATION = 4  # test at up to 4x the training T
 
 
 def parse(argv: list[str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {"scale": "cpu", "out": None, "trainer": None, "models": None, "extra": []}
+    opts: dict[str, Any] = {"scale": "cpu", "out": None, "trainer": None, "models": None, "seeds": None, "extra": []}
     for a in argv:
         key, sep, value = a.partition("=")
         if not sep:
             raise SystemExit(f"head_to_head: argument {a!r} is not key=value; valid keys: scale, out, trainer, models, "
-                             "or any recurvlm-train override with a '+' prefix (e.g. +optim.optimizer.lr=3e-4)")
+                             "seeds, or any recurvlm-train override with a '+' prefix (e.g. +optim.optimizer.lr=3e-4)")
         if key.startswith("+"):
             opts["extra"].append(f"{key[1:]}={value}")
         elif key in ("scale", "out", "trainer"):
             opts[key] = value
         elif key == "models":
             opts["models"] = [m for m in value.split(",") if m]
+        elif key == "seeds":
+            try:
+                opts["seeds"] = [int(x) for x in value.split(",") if x]
+            except ValueError:
+                raise SystemExit(f"head_to_head: seeds={value!r} is not a comma-separated list of ints "
+                                 "(e.g. seeds=0,1,2)")
+            if not opts["seeds"] or min(opts["seeds"]) < 0:
+                raise SystemExit(f"head_to_head: seeds={value!r} must name at least one non-negative int")
         else:
-            raise SystemExit(f"head_to_head: unknown key {key!r}; valid: scale, out, trainer, models, +<train override>")
+            raise SystemExit(f"head_to_head: unknown key {key!r}; valid: scale, out, trainer, models, seeds, "
+                             "+<train override>")
     if opts["scale"] not in SCALES:
         raise SystemExit(f"head_to_head: scale={opts['scale']!r} is not valid; valid: {', '.join(SCALES)}")
     for m in opts["models"] or []:
@@ -231,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     for task in scale["tasks"]:
         for model in opts["models"] or scale["models"]:
-            for seed in scale["seeds"]:
+            for seed in opts["seeds"] or scale["seeds"]:
                 t1 = time.perf_counter()
                 metrics = run_one(task, model, seed, overrides, out)
                 rows += rows_of(task, model, seed, metrics)

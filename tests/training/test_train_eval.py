@@ -129,6 +129,10 @@ def test_head_to_head_scales_compose_for_every_model(tmp_path):
                 cfg = compose_config("train", [f"task={task}", f"model={model}", *scale["overrides"]], tmp_path)
                 if name == "tracing":
                     assert list(cfg.task.train_levels) == ["easy"] and cfg.model.net.dense_weight > 0, model
+    assert head_to_head.parse(["scale=tracing", "seeds=2,0"])["seeds"] == [2, 0]
+    for bad in ("seeds=a", "seeds=", "seeds=-1"):
+        with pytest.raises(SystemExit, match="seeds="):
+            head_to_head.parse([bad])
 
 
 @pytest.mark.slow
@@ -136,10 +140,11 @@ def test_head_to_head_takes_any_model_list_including_the_llava_pair(tmp_path):
     from recurvlm.experiments import head_to_head
 
     out = tmp_path / "h2h"
-    res = head_to_head.main(["scale=demo", f"out={out}", "models=llava_tiny,recurrent_llava_tiny", "+data.n_train=16",
-                             "+data.n_val=8", "+data.n_test=8", "+model.net.vision.width=32",
+    res = head_to_head.main(["scale=demo", f"out={out}", "models=llava_tiny,recurrent_llava_tiny", "seeds=3",
+                             "+data.n_train=16", "+data.n_val=8", "+data.n_test=8", "+model.net.vision.width=32",
                              "+model.net.vision.mlp_dim=64"])
     assert {r["model"] for r in res["rows"]} == {"llava_tiny", "recurrent_llava_tiny"}
+    assert {r["seed"] for r in res["rows"]} == {3}  # seeds= replaces the scale's seeds
     rec = [r for r in res["rows"] if r["model"] == "recurrent_llava_tiny" and r["level"] == "hard"]
     assert sorted(r["iteration"] for r in rec) == list(range(1, 4 * rec[0]["train_iterations"] + 1))
     assert "Auxiliary dense loss: off" in (out / "table.md").read_text()
