@@ -176,16 +176,17 @@ def test_a_layout_that_cannot_fit_fails_clearly():
 
 
 # Digests of the first 8 samples of set 0: speed-ups must leave every byte (image, maps, answer,
-# info) as it was. Re-pinned when headings became whole multiples of 2 pi / 65536 (steps and
-# direction bins from tables; turns uniform on that grid within max_turn) and the distractor
-# candidate rounds grew to 10 * distractors + 30: the same law up to that quantisation, other bytes.
+# info) as it was. Re-pinned when headings became whole multiples of 2 pi / 16384 (steps from a
+# table, direction bins in whole numbers; first headings uniform on that grid, turns uniform on
+# it within max_turn) and the distractor candidate rounds grew to 10 * distractors + 30: the same
+# law up to that quantisation, other bytes.
 PINNED = [
-    ("easy", "cea6184571886cbf"),
-    ("medium", "1721a6e4522b8fb8"),
-    ("hard", "7dd8e3ddfe11a4f6"),
-    ({"level": "hard", "image_size": 128}, "26376ce852293bda"),
-    ({"distractors": 0}, "b977fad05aa5cc88"),
-    ({"contour_length": 5, "distractors": 3, "image_size": 32, "stroke_width": 2.0}, "f62aa6fcab60f5d5"),
+    ("easy", "e94e7e42838790e6"),
+    ("medium", "aa646c6e58b37072"),
+    ("hard", "ef208b993c2bfc46"),
+    ({"level": "hard", "image_size": 128}, "d167a8b0a230f71c"),
+    ({"distractors": 0}, "c8a314ff67e3c873"),
+    ({"contour_length": 5, "distractors": 3, "image_size": 32, "stroke_width": 2.0}, "e2db8707469f4f87"),
 ]
 
 
@@ -202,18 +203,18 @@ def test_samples_are_byte_for_byte_as_pinned(difficulty, digest):
 
 
 def test_direction_codes_match_the_plain_formula():
-    """Headings are whole multiples of 2 pi / HEADINGS, and `_CODE` holds their direction bins,
-    computed in whole numbers: the plain float formula (degrees(h) % 180 / 3) as int % 60 gives
-    the same bins, except where a heading lies exactly on a bin boundary (the float formula may
-    land a rounding error below it there); the clash and set tables follow the codes."""
+    """Headings are whole multiples of 2 pi / HEADINGS, and `_codes` computes their direction
+    bins in whole numbers: the plain float formula (degrees(h) % 180 / 3) as int % 60 gives the
+    same bins, except where a heading lies exactly on a bin boundary (the float formula may land
+    a rounding error below it there)."""
     k = np.arange(ct.HEADINGS)
     h = k * (2.0 * math.pi / ct.HEADINGS)
     plain = (np.degrees(h) % 180.0 * (ct.DIR_BINS / 180.0)).astype(np.int64) % ct.DIR_BINS
+    codes = ct._codes(k[None, :].copy())
     on_boundary = (k * ct.DIR_BINS) % (ct.HEADINGS // 2) == 0
-    assert np.array_equal(ct._CODE[~on_boundary], plain[~on_boundary])
-    assert np.array_equal(ct._CODE[on_boundary], (k[on_boundary] % (ct.HEADINGS // 2)) * ct.DIR_BINS // (ct.HEADINGS // 2))
-    assert np.array_equal(ct._CLASH[:-1], ct._PARALLEL[ct._CODE]) and ct._CLASH[-1] == ct._ANY
-    assert np.array_equal(ct._SETS[:-1], ct._BIT[ct._CODE]) and ct._SETS[-1] == ct.FORBIDDEN
+    assert np.array_equal(codes[0][~on_boundary], plain[~on_boundary]) and np.all(codes[1] == ct.DIR_BINS)
+    exact = (k % (ct.HEADINGS // 2)) * ct.DIR_BINS // (ct.HEADINGS // 2)
+    assert np.array_equal(codes[0], exact)
 
 
 @pytest.mark.parametrize("name, d", CASES, ids=IDS)

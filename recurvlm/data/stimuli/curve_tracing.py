@@ -3,8 +3,9 @@
 Follows the Pathfinder challenge of Linsley et al. (2018), "Learning long-range spatial
 dependencies with horizontal gated recurrent units" (NeurIPS). Every curve is a random walk
 of `contour_length` straight segments of `segment_length`, each turning from the last by a
-uniform angle in [-max_turn, max_turn]; strokes are white-ish and antialiased on black, and
-the two dots (red discs of one radius) are drawn on top, exactly on curve ends (sub-pixel).
+uniform angle in [-max_turn, max_turn] (headings on a grid of 2 pi / 16384); strokes are
+white-ish and antialiased on black, and the two dots (red discs of one radius) are drawn on
+top, exactly on curve ends (sub-pixel).
 Lengths are in pixels of a 64-pixel image and scale with `image_size`.
 
 The picture does not depend on the answer; the answer only picks which end gets the second dot:
@@ -63,7 +64,7 @@ PAIR_CHUNK = 2  # of which this many at a time (of those passing the rules on th
 MAX_TRIES = 200  # main-curve batches before giving up (a knob combination that does not fit)
 MAX_LAYOUTS = 50  # main-curve layouts tried for the distractors before giving up
 ROUNDS = 4  # rounds of distractor candidates per main-curve layout before giving up on it
-HEADINGS = 65536  # headings are whole multiples of 2 pi / HEADINGS: steps and direction bins come from tables
+HEADINGS = 16384  # headings are whole multiples of 2 pi / HEADINGS (a power of 2): steps come from a table
 
 _SIN_CROSS2 = math.sin(math.radians(MIN_CROSS_DEG)) ** 2
 _BG = np.array(BACKGROUND, np.float32)
@@ -108,10 +109,12 @@ LEVELS: dict[str, CurveTracingDifficulty] = {
 
 # --- geometry ------------------------------------------------------------------------------
 #
-# Points are complex numbers x + iy and curves complex polylines v [..., n + 1]. Steps come
-# out of exp(ih) and are quantised, so vertices are exact dyadic sums. Complex numbers are
-# only added and subtracted, or scaled by reals (exact per component); every product of two
-# coordinates is taken on real and imaginary parts, so all results are machine-independent.
+# Points are complex numbers x + iy and curves complex polylines v [..., n + 1]. Headings are
+# whole multiples of 2 pi / HEADINGS; steps come out of a table of exp(ih), quantised, so
+# vertices are exact dyadic sums (in any order of summation, also in float32). Complex numbers
+# are only added and subtracted, or scaled by reals (exact per component); every product of
+# two coordinates is taken on real and imaginary parts, or is exact (the cross products of
+# `_target_crossings`), so all results are machine-independent.
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,8 +125,8 @@ class _Geo:
     n: int  # segments per curve
     seg: float  # segment length
     turn: int  # max turn (whole heading units of 2 pi / HEADINGS, rounded down)
-    steps: np.ndarray  # [HEADINGS] complex step of each heading: seg * exp(ih), quantised
-    running: np.ndarray  # [n + 1, n] the running sums of n steps from 0 as a matrix (lower triangle of ones)
+    steps: np.ndarray  # [HEADINGS] complex64 step of each heading: seg * exp(ih), quantised (exact in float32)
+    running: np.ndarray  # [n + 1, n] float32: the running sums of n steps from 0 as a matrix (lower triangle of ones)
     r_stroke: float  # half stroke width
     r_marker: float
     c_mark: float  # marker centre to any other curve (and to its own curve beyond the end)
@@ -232,7 +235,7 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
                    [2 * seg_of_pt, 2 * seg_of_pt + 1, [2 * n] * 3, [2 * n]])
     g = _Geo(
         size=d.image_size, n=n, seg=seg, turn=int(math.floor(d.max_turn / 360.0 * HEADINGS + 1e-9)), steps=_steps(seg),
-        running=np.tri(n + 1, n, -1),
+        running=np.tri(n + 1, n, -1, np.float32),
         r_stroke=r_stroke, r_marker=r_marker,
         c_mark=c_mark, c_end=c_end, close=close, d_min=2 * c_mark, margin=r_marker + 1.0,
         at_pair=_along(n, sub_pair), seg_of_pair_pt=_samples(n, sub_pair),
@@ -259,18 +262,19 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
 
 
 def _steps(seg: float) -> np.ndarray:
-    """The step of every heading k 2 pi / HEADINGS: seg * exp(ih), quantised -> complex [HEADINGS]."""
+    """The step of every heading k 2 pi / HEADINGS: seg * exp(ih), quantised -> complex64 [HEADINGS]
+    (a small table: it stays in cache; float32 holds the quantised steps and their sums exactly)."""
     z = np.exp(1j * (np.arange(HEADINGS) * (2.0 * math.pi / HEADINGS)))
     x = z.view(np.float64)  # quantised in place: seg * exp(ih) / GEOMETRY_QUANTUM, rounded, rescaled
     x *= seg / GEOMETRY_QUANTUM  # (the same as multiplying by seg, then dividing: the quantum is a power of 2)
     np.rint(x, out=x)
     x *= GEOMETRY_QUANTUM
-    return z
+    return z.astype(np.complex64)
 
 
 class _Walks(NamedTuple):
-    """A batch of W walks, walk axis last: segment headings (whole heading units mod HEADINGS,
-    then a row of HEADINGS, the code of the ends: see `_CLASH`) [n + 1, W], vertices [n + 1, W],
+    """A batch of W walks, walk axis last: direction codes of the segments, then a row of DIR_BINS
+    (the code of the ends, see `_CLASH`) [n + 1, W], vertices [n + 1, W],
     their extent (smallest and largest (x, y)) [W, 2] each, heading range [W] (heading units),
     and placement draws [W', 2] (one per configuration or candidate)."""
 
@@ -305,16 +309,28 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
         start[: 2 * B].reshape(2, B)[:] = h0[:B]  # S1 and P
         np.add(h[-1, : 2 * B], start[: 2 * B] + HEADINGS // 2, out=start[2 * B : 4 * B])  # Q and S2: reversed last heading
     start[4 * B :] = h0[B:]
-    hq = np.empty((n + 1, W), np.int64)
-    hq[-1] = HEADINGS
-    np.bitwise_and(h + start, HEADINGS - 1, out=hq[:-1])
-    # The vertices: running sums of the steps (exact in any order: they are multiples of the quantum, as all partial sums).
-    v = (g.running @ g.steps.take(hq[:-1]).view(np.float64)).view(np.complex128)
+    h += start
+    h &= HEADINGS - 1  # (whole turns off)
+    # The vertices: running sums of the steps (exact in any order and in float32: they are multiples of the quantum, as all partial sums).
+    v = (g.running @ g.steps.take(h).view(np.float32)).astype(np.float64).view(np.complex128)
+    code = _codes(h)
     if B:
         vc = v[:, : 4 * B].reshape(n + 1, 4, B)
         vc[:, 2:] += vc[-1, :2]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
-    return _Walks(hq, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
+    return _Walks(code, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
+
+
+def _codes(h: np.ndarray) -> np.ndarray:
+    """Direction bins (heading mod 180 degrees, in DIR_BINS bins: exact in whole numbers) of
+    segment headings h [n, W] (whole heading units in 0..HEADINGS - 1; overwritten), then a row
+    of DIR_BINS (the code of the ends) -> [n + 1, W]."""
+    c = np.empty((len(h) + 1,) + h.shape[1:], np.int64)
+    c[-1] = DIR_BINS
+    h &= HEADINGS // 2 - 1
+    h *= DIR_BINS
+    np.right_shift(h, _HALF_BITS, out=c[:-1])
+    return c
 
 
 def _pts_segs_d2(p: np.ndarray, v: np.ndarray, points_first: bool = False) -> np.ndarray:
@@ -451,12 +467,10 @@ def _parallel_masks() -> np.ndarray:
 
 _PARALLEL = _parallel_masks()
 _ANY = np.bitwise_or.reduce(_BIT) | FORBIDDEN  # what an end clashes with
-# The direction bin of each heading k 2 pi / HEADINGS: its angle mod 180 degrees in DIR_BINS
-# bins (exact, in whole numbers).
-_CODE = np.arange(HEADINGS) % (HEADINGS // 2) * DIR_BINS // (HEADINGS // 2)
-# By heading, with HEADINGS for the ends: the bits a point clashes with, the bits it sets.
-_CLASH = np.append(_PARALLEL.take(_CODE), _ANY)
-_SETS = np.append(_BIT.take(_CODE), FORBIDDEN)
+_HALF_BITS = (HEADINGS // 2).bit_length() - 1  # HEADINGS / 2 = 2 ** _HALF_BITS
+# By direction code, with code DIR_BINS for the ends: the bits a point clashes with, the bits it sets.
+_CLASH = np.append(_PARALLEL, _ANY)
+_SETS = np.append(_BIT, FORBIDDEN)
 
 
 def _lookups(xy: np.ndarray, g: _Geo) -> np.ndarray:
@@ -567,27 +581,16 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
 def _target_crossings(curves: np.ndarray) -> np.ndarray:
     """Crossings of curve 1 with every other curve of curves [C, n + 1] -> [C - 1]."""
     n = curves.shape[1] - 1
-    a, u = curves[0, :-1, None], (curves[0, 1:] - curves[0, :-1])[:, None]  # [n, 1]
-    c, w = curves[1:, :-1].reshape(1, -1), (curves[1:, 1:] - curves[1:, :-1]).reshape(1, -1)  # [1, M]
+    a, u = curves[0, :-1, None], np.conj(curves[0, 1:] - curves[0, :-1])[:, None]  # [n, 1] (u conjugated)
+    c, w = curves[1:, :-1].reshape(1, -1), np.conj(curves[1:, 1:] - curves[1:, :-1]).reshape(1, -1)  # [1, M]
+    # Sides as cross products, im(conj(p) q): exact (coordinates are multiples of the quantum), whatever
+    # the order of the operations: of c and c + w against segment a, of a and a + u against segment c.
     dc = c - a
-    side_c = u.real * dc.imag - u.imag * dc.real  # side of c against segment a; of c + w: side_c + uw
-    uw = u.real * w.imag - u.imag * w.real
-    side_a = w.real * dc.imag - w.imag * dc.real  # (minus) side of a against segment c; of a + u: side_a + uw
-    crossing = (side_c * (side_c + uw) < 0) & (side_a * (side_a + uw) < 0)  # [n, M]
+    crossing = ((u * dc).imag * (u * (dc + w.conj())).imag < 0) & ((w * dc).imag * (w * (dc - u.conj())).imag < 0)
     return np.add.reduce(crossing.reshape(n, -1, n), axis=(0, 2))
 
 
 # --- rendering -----------------------------------------------------------------------------
-
-
-def _instances() -> np.ndarray:
-    """The instance id of each canvas key (coverage level << 6 | curve id): the id where the level
-    is at least MEMBER_ALPHA, else 0 -> int8 [(ALPHA_LEVELS + 1) << 6]."""
-    key = np.arange((ALPHA_LEVELS + 1) << 6)
-    return np.where(key >> 6 >= int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS)), key & 63, 0).astype(np.int8)
-
-
-_INSTANCE = _instances()
 
 
 def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -627,8 +630,9 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     np.maximum.at(canvas, flat, (level << 6) + (inside // (n * W * W) + 1))  # curve id = segment // n + 1
     canvas = canvas.reshape(P, P)[W : W + S, W : W + S]
     lev = canvas >> 6
-    inst = _INSTANCE.take(canvas)
     member = int(math.ceil(MEMBER_ALPHA * ALPHA_LEVELS))
+    inst = (canvas & 63).astype(np.int8)  # the curve id where its coverage is at least MEMBER_ALPHA, else 0
+    inst *= lev >= member
     first = int(inside.searchsorted(n * W * W))  # curve 1 owns the first n segments
     target = np.zeros(P * P, bool)
     target[flat[:first][level[:first] >= member]] = True
@@ -662,24 +666,23 @@ def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
     overlap, both write the same bytes).
     """
     S, r = g.size, g.r_marker
-    img = _STROKE_RGB8.take(lev.ravel(), axis=0).reshape(S, S, 3)
+    img = _STROKE_RGB8.take(lev.ravel(), axis=0)
     (ax, ay), (bx, by) = dots
-    # Rows and columns [2, k] of the two boxes; dots lie `margin` inside, so a box starts in the
-    # image, and may end up to 2 pixels past it (those repeat the last row or column).
-    ys = np.minimum(np.array([math.floor(ay - r - 1), math.floor(by - r - 1)])[:, None] + g.dot_span, S - 1)
-    xs = np.minimum(np.array([math.floor(ax - r - 1), math.floor(bx - r - 1)])[:, None] + g.dot_span, S - 1)
-    fy, fx = ys.astype(np.float64)[:, :, None], xs.astype(np.float64)[:, None, :]  # [2, k, 1], [2, 1, k]
-    dy, dx = fy - ay, fx - ax
-    d2 = dy * dy + dx * dx  # [2, k, k] (as disc_alpha)
-    dy, dx = fy - by, fx - bx
-    np.minimum(d2, dy * dy + dx * dx, out=d2)
+    # Rows and columns [2 (y, x), 2 boxes, k] of the two boxes; dots lie `margin` inside, so a box
+    # starts in the image, and may end up to 2 pixels past it (those repeat the last row or column).
+    yx = np.minimum(np.array([[[math.floor(ay - r - 1)], [math.floor(by - r - 1)]],
+                              [[math.floor(ax - r - 1)], [math.floor(bx - r - 1)]]]) + g.dot_span, S - 1)
+    dd = yx[:, :, None, :] - np.array([[ay, by], [ax, bx]])[:, None, :, None]  # [2 (y, x), 2 boxes, 2 dots, k]
+    dd *= dd
+    d2 = np.minimum.reduce(dd[0][..., :, None] + dd[1][..., None, :], axis=1)  # [2, k, k]: to the nearer dot (as disc_alpha)
     a = np.minimum(np.maximum(r + 0.5 - np.sqrt(d2), 0.0), 1.0).astype(np.float32)[..., None]
-    at = (ys * S)[:, :, None] + xs[:, None, :]  # [2, k, k] flat pixel indices
+    at = yx[0][:, :, None] * S + yx[1][:, None, :]  # [2, k, k] flat pixel indices
     box = _STROKE_RGB.take(lev.take(at), axis=0)
     box = box * (1.0 - a) + _MARKER * a  # (as render.paint)
-    box = np.rint(np.minimum(np.maximum(box, 0.0), 1.0) * 255.0).astype(np.uint8)  # (as to_uint8)
-    img.reshape(S * S, 3)[at.ravel()] = box.reshape(-1, 3)
-    return img
+    # (as to_uint8; its clip to [0, 1] changes no byte here: box is a convex combination of
+    # colours in [0, 1], at most a rounding error above 1, and 255 (1 + 2 ** -22) rounds to 255)
+    img[at.ravel()] = np.rint(box * 255.0).astype(np.uint8).reshape(-1, 3)
+    return img.reshape(S, S, 3)
 
 
 # --- the task ------------------------------------------------------------------------------
