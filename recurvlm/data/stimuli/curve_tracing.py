@@ -273,8 +273,9 @@ def _steps(seg: float) -> np.ndarray:
 
 
 class _Walks(NamedTuple):
-    """A batch of W walks, walk axis last: direction codes of the segments, then a row of DIR_BINS
-    (the code of the ends, see `_CLASH`) [n + 1, W], vertices [n + 1, W],
+    """A batch of W walks, walk axis last: segment headings (whole heading units in
+    0..HEADINGS - 1; `_codes` turns them into direction codes, only for the walks that need
+    them) [n, W], vertices [n + 1, W],
     their extent (smallest and largest (x, y)) [W, 2] each, heading range [W] (heading units),
     and placement draws [W', 2] (one per configuration or candidate)."""
 
@@ -313,23 +314,23 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
     h &= HEADINGS - 1  # (whole turns off)
     # The vertices: running sums of the steps (exact in any order and in float32: they are multiples of the quantum, as all partial sums).
     v = (g.running @ g.steps.take(h).view(np.float32)).astype(np.float64).view(np.complex128)
-    code = _codes(h)
     if B:
         vc = v[:, : 4 * B].reshape(n + 1, 4, B)
         vc[:, 2:] += vc[-1, :2]  # Q leaves B1, S2 leaves E2
     xy = v.view(np.float64).reshape(n + 1, W, 2)
-    return _Walks(code, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
+    return _Walks(h, v, np.minimum.reduce(xy, axis=0), np.maximum.reduce(xy, axis=0), turn, unit)
 
 
 def _codes(h: np.ndarray) -> np.ndarray:
     """Direction bins (heading mod 180 degrees, in DIR_BINS bins: exact in whole numbers) of
-    segment headings h [n, W] (whole heading units in 0..HEADINGS - 1; overwritten), then a row
-    of DIR_BINS (the code of the ends) -> [n + 1, W]."""
+    segment headings h [n, W] (whole heading units in 0..HEADINGS - 1), then a row of DIR_BINS
+    (the code of the ends) -> [n + 1, W]."""
     c = np.empty((len(h) + 1,) + h.shape[1:], np.int64)
     c[-1] = DIR_BINS
-    h &= HEADINGS // 2 - 1
-    h *= DIR_BINS
-    np.right_shift(h, _HALF_BITS, out=c[:-1])
+    b = c[:-1]
+    np.bitwise_and(h, HEADINGS // 2 - 1, out=b)
+    b *= DIR_BINS
+    b >>= _HALF_BITS
     return c
 
 
@@ -346,7 +347,7 @@ def _pts_segs_d2(p: np.ndarray, v: np.ndarray, points_first: bool = False) -> np
     t = qx * ux  # (in place from here: the same operations as on fresh arrays)
     t += qy * uy
     t /= ux * ux + uy * uy
-    np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)
+    t.clip(0.0, 1.0, out=t)  # (as min(max(t, 0), 1): t is never NaN; one pass instead of two)
     qx -= t * ux
     qy -= t * uy
     qx *= qx
@@ -486,13 +487,13 @@ class _Candidates(NamedTuple):
     """Curves placed in the image: vertices [n + 1, M], direction codes [n + 1, M], the grid
     lookups of their vertices [n + 1, M] (`_Geo.coarse_code`: a subset of their full lookups,
     `_Geo.look_at`, that candidates which clash already fail on cheaply), and per candidate its
-    extent as drawn and its translation (lo x, lo y, hi x, hi y, t x, t y) [M, 6] and whether it
-    may come close to itself [M]."""
+    box as placed, grown by `close` + 1.5 (lo x, lo y, hi x, hi y) [M, 4] (see `_distractors`)
+    and whether it may come close to itself [M]."""
 
     v: np.ndarray
     code: np.ndarray
     coarse: np.ndarray
-    where: np.ndarray
+    box: np.ndarray
     curly: np.ndarray
 
 
@@ -502,12 +503,17 @@ def _candidates(w: _Walks, B: int, g: _Geo, cells: int) -> _Candidates:
     every bit)."""
     lo, hi, unit = w.lo[4 * B :], w.hi[4 * B :], w.unit[B:]
     t = _shift(lo, hi, unit, g)
-    v, code = w.v[:, 4 * B :], w.h[:, 4 * B :]
+    v, code = w.v[:, 4 * B :], _codes(w.h[:, 4 * B :])
     xy = v.view(np.float64).reshape(g.n + 1, -1, 2)
     xy += t  # in place (exact: vertices and translations are multiples of the quantum)
     coarse = (np.rint(xy) @ g.grid_xy + g.look_off[0]).astype(np.int64)  # [n + 1, M] (the dense points at the vertices)
     coarse[:, np.logical_or.reduce(hi - lo > g.size - 1 - 2 * g.margin, axis=1)] = cells - 1
-    return _Candidates(v, code, coarse, np.concatenate([lo, hi, t], axis=1), w.turn[4 * B :] > g.free_turn)
+    # Boxes of the placed curves, grown so that boxes apart hold no points of two curves within
+    # `close`: the range of the placements (see `_shift`) moved by t, by the float operations of
+    # the scalar formula (margin - (margin - lo) + t - grow, ...): the same numbers for every candidate.
+    grow, outer = g.close + 1.5, g.size - 1 - g.margin
+    box = np.concatenate([g.margin - (g.margin - lo) + t - grow, outer - (outer - hi) + t + grow], axis=1)
+    return _Candidates(v, code, coarse, box, w.turn[4 * B :] > g.free_turn)
 
 
 def _mark(grid: np.ndarray, look: np.ndarray, code: np.ndarray, g: _Geo) -> None:
@@ -531,8 +537,6 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
     """
     placed = []
     m = _round_size(count)
-    grow = g.close + 1.5  # boxes this much apart hold no points of the two curves within `close`
-    outer = g.size - 1 - g.margin
     for _ in range(ROUNDS):
         # Candidates that clash at their vertices drop out at once (the grid only fills up); the rest get every lookup.
         alive = (~np.logical_or.reduce(_CLASH.take(c.code.take(g.coarse_code, axis=0)) & grid.take(c.coarse),
@@ -541,7 +545,7 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
             v, code = c.v.take(alive, axis=1), c.code.take(alive, axis=1)
             look = _lookups(v.view(np.float64).reshape(g.n + 1, -1, 2), g)  # [M', L]
             check = _CLASH.take(code.take(g.look_code, axis=0)).T  # [M', L]
-            where, curly = c.where.take(alive, axis=0).tolist(), c.curly.take(alive).tolist()
+            box, curly = c.box.take(alive, axis=0).tolist(), c.curly.take(alive).tolist()
             new = []  # placed in this round and not yet in the grid (only a scan reads it; the last never goes in)
             todo = None  # the candidates a scan looks at (None: all): those that fitted at the last scan, from the first not taken
             while True:  # candidates that fit among everything placed so far
@@ -556,10 +560,7 @@ def _distractors(rng: np.random.Generator, g: _Geo, grid: np.ndarray, count: int
                     break
                 fresh = []  # boxes of the curves placed since the scan
                 for i, j in enumerate(fit.tolist()):
-                    lx, ly, hx, hy, tx, ty = where[j]  # its box: the range of the placements, moved by t and grown
-                    lx, ly, hx, hy = g.margin - lx, g.margin - ly, outer - hx, outer - hy
-                    bj = (g.margin - lx + tx - grow, g.margin - ly + ty - grow,
-                          outer - hx + tx + grow, outer - hy + ty + grow)
+                    bj = box[j]
                     if any(bj[0] < b[2] and b[0] < bj[2] and bj[1] < b[3] and b[1] < bj[3] for b in fresh):
                         todo = fit[i:]  # it may clash with a curve placed since the scan: scan again from j
                         break
@@ -610,12 +611,13 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     # Window origin (x, y) per segment: the first pixel centre the stroke can cover.
     o = np.ceil(np.minimum(xy[:, :-1], xy[:, 1:]).reshape(-1, 2) - reach)
     ux, uy = u[:, :1], u[:, 1:]
-    qx = (o[:, :1] - a[:, :1]) + g.win_x  # [N, W * W] pixel centres relative to the segment start
-    qy = (o[:, 1:] - a[:, 1:]) + g.win_y
+    oa = o - a
+    qx = oa[:, :1] + g.win_x  # [N, W * W] pixel centres relative to the segment start
+    qy = oa[:, 1:] + g.win_y
     t = qx * ux
     t += qy * uy
     t /= ux * ux + uy * uy
-    np.minimum(np.maximum(t, 0.0, out=t), 1.0, out=t)
+    t.clip(0.0, 1.0, out=t)  # (as min(max(t, 0), 1): t is never NaN; one pass instead of two)
     qx -= t * ux
     qy -= t * uy
     d2 = qx * qx
@@ -625,7 +627,11 @@ def _render(curves: np.ndarray, g: _Geo) -> tuple[np.ndarray, np.ndarray, np.nda
     inside = (d2 < (g.r_stroke + 0.5) ** 2).nonzero()[0]  # coverage > 0
     oi = o.astype(np.int64) + W
     flat = ((oi[:, 1] * P + oi[:, 0])[:, None] + g.win_flat).take(inside)
-    level = np.rint(np.minimum(g.r_stroke + 0.5 - np.sqrt(d2.take(inside)), 1.0) * ALPHA_LEVELS).astype(np.int64)
+    cover = np.sqrt(d2.take(inside))  # (in place from here: min(r + 0.5 - sqrt(d2), 1), scaled and rounded)
+    np.subtract(g.r_stroke + 0.5, cover, out=cover)
+    np.minimum(cover, 1.0, out=cover)
+    cover *= ALPHA_LEVELS
+    level = np.rint(cover, out=cover).astype(np.int64)
     canvas = np.zeros(P * P, np.int64)
     np.maximum.at(canvas, flat, (level << 6) + (inside // (n * W * W) + 1))  # curve id = segment // n + 1
     canvas = canvas.reshape(P, P)[W : W + S, W : W + S]
@@ -675,7 +681,7 @@ def _picture(lev: np.ndarray, dots: tuple, g: _Geo) -> np.ndarray:
     dd = yx[:, :, None, :] - np.array([[ay, by], [ax, bx]])[:, None, :, None]  # [2 (y, x), 2 boxes, 2 dots, k]
     dd *= dd
     d2 = np.minimum.reduce(dd[0][..., :, None] + dd[1][..., None, :], axis=1)  # [2, k, k]: to the nearer dot (as disc_alpha)
-    a = np.minimum(np.maximum(r + 0.5 - np.sqrt(d2), 0.0), 1.0).astype(np.float32)[..., None]
+    a = (r + 0.5 - np.sqrt(d2)).clip(0.0, 1.0).astype(np.float32)[..., None]
     at = yx[0][:, :, None] * S + yx[1][:, None, :]  # [2, k, k] flat pixel indices
     box = _STROKE_RGB.take(lev.take(at), axis=0)
     box = box * (1.0 - a) + _MARKER * a  # (as render.paint)
@@ -711,7 +717,7 @@ def _curves(rng: np.random.Generator, g: _Geo, distractors: int) -> np.ndarray:
         grid = np.zeros(g.grid * g.grid + 1, np.int64)
         grid[-1] = -1  # the cell with every bit set
         np.bitwise_or.at(grid, _lookups(xy, g).take(g.main_pt) + g.main_off,
-                         _SETS.take(w.h.take(cols, axis=1).take(g.main_seg)))
+                         _SETS.take(_codes(w.h.take(cols, axis=1)).take(g.main_seg)))
         extra = _distractors(rng, g, grid, distractors, c)
         if extra is not None:
             return np.array([main[:, 0], main[:, 1], *extra])
