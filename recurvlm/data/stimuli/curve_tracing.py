@@ -213,6 +213,7 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
     wy, wx = np.divmod(np.arange(win * win), win)
     slack = 0.5 + 2 * math.sqrt(0.5)  # dense points lie <= 0.5 px off the curve; points and centres get rounded
     off_close, off_mark = _disc_offsets(close, grid), _disc_offsets(c_mark + slack, grid)
+    k_close = int(math.ceil(close))
     off_free_end = off_end = _disc_offsets(c_end + slack, grid)
     off_cross = np.array([0, 1, -1, grid, -grid])
     # Grid lookups of a curve: its P dense points (spacing <= 1 px), then the two ends and their 4-neighbours.
@@ -229,10 +230,23 @@ def _geometry(d: CurveTracingDifficulty) -> _Geo:
         return (np.concatenate([np.repeat(p, len(o)) for p, o in zip(pts, offs)]),
                 np.concatenate([np.tile(o, len(p)) for p, o in zip(pts, offs)]),
                 np.concatenate([np.repeat(q, len(o)) for q, o in zip(segs, offs)]))
-    dense = np.arange(P)
-    mark = entries([dense, [0, P - 1]], [off_close, off_end], [seg_of_pt, [n, n]])
-    main = entries([dense, L + dense, [0, P - 1, L], [L + P - 1]], [off_close, off_close, off_mark, off_free_end],
-                   [2 * seg_of_pt, 2 * seg_of_pt + 1, [2 * n] * 3, [2 * n]])
+    # A `close` disc that lies inside a no-go disc of the same curve adds nothing: FORBIDDEN clashes
+    # with every lookup (it is in every `_CLASH` mask), so the other bits of such a cell are never
+    # read. Dense point k lies at most k seg / sub from the start along the curve (and the last,
+    # P - 1 = n sub, is the end), and rounding both to pixels moves them apart by at most sqrt(2), so
+    # the disc of k is inside the no-go disc of radius R around an end (the two taken from the
+    # same rounded points) when that arc + sqrt(2) + the largest `close` offset <= R (a 1e-6 spare
+    # for the float dense points): those entries are left out, and the grid answers every lookup as before.
+    arc = np.arange(P) * (seg / sub)
+    d2_close = [dx * dx + dy * dy for dx in range(-k_close, k_close + 1) for dy in range(-k_close, k_close + 1)]
+    reach = math.sqrt(2.0) + math.sqrt(max(q for q in d2_close if q <= close * close)) + 1e-6
+    def inside(radius_start, radius_end):
+        return (arc + reach <= radius_start) | (n * seg - arc + reach <= radius_end)
+    R_mark, R_end = c_mark + slack, c_end + slack
+    keep_d, keep_1, keep_2 = (np.flatnonzero(~inside(*r)) for r in ((R_end, R_end), (R_mark, R_mark), (R_mark, R_end)))
+    mark = entries([keep_d, [0, P - 1]], [off_close, off_end], [seg_of_pt[keep_d], [n, n]])
+    main = entries([keep_1, L + keep_2, [0, P - 1, L], [L + P - 1]], [off_close, off_close, off_mark, off_free_end],
+                   [2 * seg_of_pt[keep_1], 2 * seg_of_pt[keep_2] + 1, [2 * n] * 3, [2 * n]])
     g = _Geo(
         size=d.image_size, n=n, seg=seg, turn=int(math.floor(d.max_turn / 360.0 * HEADINGS + 1e-9)), steps=_steps(seg),
         running=np.tri(n + 1, n, -1, np.float32),
@@ -303,7 +317,7 @@ def _draw(rng: np.random.Generator, g: _Geo, B: int, m: int) -> _Walks:
     unit = rng.uniform(0.0, 1.0, (B + m, 2))
     h = np.empty((n, W), np.int64)  # headings relative to the first
     h[0] = 0
-    turns.cumsum(axis=0, out=h[1:])
+    np.add.accumulate(turns, axis=0, out=h[1:])
     turn = np.maximum.reduce(h, axis=0) - np.minimum.reduce(h, axis=0)
     start = np.empty(W, np.int64)  # first headings
     if B:  # (candidates alone skip the configuration steps: numpy calls on empty arrays still cost)
