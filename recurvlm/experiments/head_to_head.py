@@ -117,7 +117,8 @@ def run_one(task: str, model: str, seed: int, overrides: list[str], out: Path) -
 
     net = build_model(cfg.model.net, instantiate(cfg.model.tokenizer))
     metrics["facts"] = {"params": count_parameters(net), "flops": forward_flops(net), "iterations": iterations,
-                        "dense_loss": float(cfg.model.net.get("dense_weight", 0.0)) > 0}
+                        "dense_loss": float(cfg.model.net.get("dense_weight", 0.0)) > 0,
+                        "train_levels": "+".join(cfg.task.train_levels)}
     return metrics
 
 
@@ -132,7 +133,7 @@ def rows_of(task: str, model: str, seed: int, metrics: dict[str, Any]) -> list[d
             rows.append({"task": task, "model": model, "seed": seed, "level": level, "iteration": t,
                          "train_iterations": facts["iterations"], "accuracy": acc, "n": m["n"],
                          "params": facts["params"], "flops": facts["flops"],
-                         "dense_loss": facts.get("dense_loss", False)})
+                         "dense_loss": facts.get("dense_loss", False), "train_levels": facts.get("train_levels", "")})
     return rows
 
 
@@ -192,7 +193,10 @@ def figures(rows: list[dict[str, Any]], levels: list[str], out: Path) -> list[Pa
         ax.axhline(50, color="grey", ls=":", lw=1)
         ax.set_xticks(range(len(levels)), levels)
         ax.set_ylim(40, 102)
-        ax.set(title=task, xlabel="difficulty (trained on easy + medium)", ylabel="test accuracy (%)")
+        trained = {r.get("train_levels") or "" for r in rows if r["task"] == task}
+        xlabel = f"difficulty (trained on {trained.pop().replace('+', ' + ')})" if len(trained) == 1 and "" not in trained \
+            else "difficulty"
+        ax.set(title=task, xlabel=xlabel, ylabel="test accuracy (%)")
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"Accuracy vs difficulty (mean ± 95% CI, {n_seeds} seed(s))", fontsize=10)
     fig.tight_layout()

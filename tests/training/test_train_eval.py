@@ -107,6 +107,7 @@ def test_head_to_head_writes_table_csv_and_figures(tmp_path):
     assert sorted(r["iteration"] for r in rec) == list(range(1, 4 * rec[0]["train_iterations"] + 1))
     ff = [r for r in rows if r["model"] == "clip_tiny"]
     assert {r["iteration"] for r in ff} == {1} and {r["level"] for r in ff} == {"easy", "medium", "hard"}
+    assert {r["train_levels"] for r in rows} == {"easy+medium"}  # the figure's axis says what was trained on
     for name in ("results.csv", "table.md", "accuracy_vs_difficulty.png", "accuracy_vs_iterations.png",
                  "accuracy_vs_iterations.pdf"):
         assert (out / name).stat().st_size > 0
