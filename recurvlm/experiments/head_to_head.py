@@ -202,26 +202,32 @@ def figures(rows: list[dict[str, Any]], levels: list[str], out: Path) -> list[Pa
     fig.tight_layout()
     written += _save(fig, out / "accuracy_vs_difficulty")
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(max(6.5, 5 * len(tasks)), 4.3), squeeze=False)
-    hardest = levels[-1]
-    for ax, task in zip(axes[0], tasks):
-        for model in models:
-            sel = [r for r in rows if r["task"] == task and r["model"] == model and r["level"] == hardest]
-            its = sorted({r["iteration"] for r in sel})
-            if len(its) == 1:  # feedforward: one sweep, drawn flat for reference
-                m, c = mean_ci([r["accuracy"] for r in sel])
-                ax.axhline(100 * m, ls="--", lw=1.2, label=f"{model} (T=1)", color=ax._get_lines.get_next_color())
-                continue
-            stats_ = [mean_ci([r["accuracy"] for r in sel if r["iteration"] == t]) for t in its]
-            line = ax.errorbar(its, [100 * m for m, _ in stats_], yerr=[100 * c for _, c in stats_], marker=".",
-                               capsize=2, label=model)
-            ax.axvline(sel[0]["train_iterations"], color=line[0].get_color(), ls=":", lw=0.8)
-        ax.axhline(50, color="grey", ls=":", lw=1)
-        ax.set_ylim(40, 102)
-        ax.set(title=f"{task}, {hardest}", xlabel="test-time iterations T (dotted: training T)",
-               ylabel="test accuracy (%)")
+    # One panel per task (rows) and level (columns): iterations can help on a level the models
+    # learn even where the hardest level stays at chance.
+    fig, axes = plt.subplots(len(tasks), len(levels), figsize=(4.2 * len(levels), 3.6 * len(tasks)), squeeze=False,
+                             sharey=True)
+    colour = {model: f"C{i}" for i, model in enumerate(models)}
+    for row, task in zip(axes, tasks):
+        for ax, level in zip(row, levels):
+            for model in models:
+                sel = [r for r in rows if r["task"] == task and r["model"] == model and r["level"] == level]
+                its = sorted({r["iteration"] for r in sel})
+                if not sel:
+                    continue
+                if len(its) == 1:  # feedforward: one sweep, drawn flat for reference
+                    m, _ = mean_ci([r["accuracy"] for r in sel])
+                    ax.axhline(100 * m, ls="--", lw=1.2, label=f"{model} (T=1)", color=colour[model])
+                    continue
+                stats_ = [mean_ci([r["accuracy"] for r in sel if r["iteration"] == t]) for t in its]
+                ax.errorbar(its, [100 * m for m, _ in stats_], yerr=[100 * c for _, c in stats_], marker=".",
+                            capsize=2, label=model, color=colour[model])
+                ax.axvline(sel[0]["train_iterations"], color=colour[model], ls=":", lw=0.8)
+            ax.axhline(50, color="grey", ls=":", lw=1)
+            ax.set_ylim(40, 102)
+            ax.set(title=f"{task}, {level}", xlabel="test-time iterations T (dotted: training T)")
+        row[0].set_ylabel("test accuracy (%)")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"Test-time iterations, hardest level (mean ± 95% CI, {n_seeds} seed(s))", fontsize=10)
+    fig.suptitle(f"Test-time iterations (mean ± 95% CI, {n_seeds} seed(s))", fontsize=10)
     fig.tight_layout()
     written += _save(fig, out / "accuracy_vs_iterations")
     return written
