@@ -94,6 +94,7 @@ def make_figure(fig: str, scale: str, out: Path, trainer: str | None, extra: lis
 
     if fig == "head_to_head":
         head_to_head.main([f"scale={scale}", f"out={out / 'head_to_head'}"] + ([f"trainer={trainer}"] if trainer else [])
+                          + ([f"seeds={','.join(map(str, seeds))}"] if seeds is not None else [])
                           + [f"+{e}" for e in extra])
         return sorted((out / "head_to_head").glob("*.png"))
     spec = load_spec(fig)

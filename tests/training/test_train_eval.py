@@ -286,6 +286,11 @@ def test_figures_train_reuse_runs_and_draw(tmp_path, tiny_overrides):
         figures.main(["fig=nope"])
     with pytest.raises(SystemExit, match=r"seeds='a'"):
         figures.main(["fig=probes", "seeds=a"])
+    # fig=head_to_head hands its scale and seeds to the head-to-head runner
+    figures.main(["fig=head_to_head", "scale=demo", "seeds=4", f"out={tmp_path / 'h2h'}",
+                  *(f"+{o}" for o in tiny_overrides + small)])
+    assert sorted(p.name for p in (tmp_path / "h2h" / "head_to_head" / "runs").iterdir()) == [
+        "curve_tracing-clip_tiny-s4", "curve_tracing-recurrent_tiny-s4"]
 
 
 def test_llava_pair_trains_tests_and_evaluates(train_cfg, compose_cfg, tmp_path):
