@@ -10,13 +10,9 @@ from recurvlm.models.state import GRUState, MambaState, XLSTMState, build_state
 from recurvlm.models.text import TextTransformer
 from recurvlm.models.vit import VisionTransformer
 
-STATES = {
-    "gru": {},
-    "mamba": {"layers": 1, "state_size": 4, "expand": 2, "conv_kernel": 2},
-    "xlstm": {"blocks": 2, "slstm_at": [1], "heads": 2, "max_iterations": 16},
-    "none": {},
-}
-MECHANISMS = ("add", "gain", "tokens", "xattn")
+from topdown_cases import (MECHANISMS, STATES, assert_every_parameter_gets_a_gradient,  # tests/models/
+                           assert_record_returns_per_iteration_maps, top_down_config, trained_a_little)
+
 
 
 def towers(seed: int = 0):
@@ -27,10 +23,10 @@ def towers(seed: int = 0):
     return vision, text
 
 
-def make(state: str = "gru", mechanism: str = "add", layers=(1,), iterations: int = 3, seed: int = 0, **kw) -> CLIPPair:
+def make(state: str = "gru", mechanism: str = "add", layers=(1,), iterations: int = 3, seed: int = 0,
+         scan: str = "none", **kw) -> CLIPPair:
     vision, text = towers(seed)
-    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": mechanism,
-                "layers": list(layers), "recall": True}
+    top_down = top_down_config(state, mechanism, layers, scan=scan)
     return CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, top_down=top_down,
                     iterations=iterations, **kw)
 
@@ -68,22 +64,12 @@ def test_at_initialisation_the_first_iteration_is_the_feedforward_baseline(state
         torch.testing.assert_close(out.logits, base.logits.expand(3, -1, -1), rtol=0, atol=1e-5)
 
 
-def trained_a_little(model: CLIPPair, x=None, std: float = 0.1) -> CLIPPair:
-    """Zero-initialised feedback, gates and readout pass no gradient upstream and change
-    nothing at initialisation; moving them off zero by seeded noise stands in for training."""
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in model.top_down.parameters():
-            if not p.any():
-                p.add_(std * torch.randn(p.shape, generator=g))
-    return model
-
 
 @pytest.mark.parametrize("state", list(STATES))
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_a_step_loop_equals_forward(state, mechanism):
     x = batch()
-    model = trained_a_little(make(state, mechanism), x).eval()
+    model = trained_a_little(make(state, mechanism)).eval()
     with torch.no_grad():
         out = model(*x, iterations=5)
         txt = model.encode_choices(x[1], x[2])
@@ -103,16 +89,13 @@ def test_a_step_loop_equals_forward(state, mechanism):
 @pytest.mark.parametrize("mechanism", MECHANISMS)
 def test_every_parameter_receives_a_gradient_at_two_iterations(state, mechanism):
     x = batch()
-    model = trained_a_little(make(state, mechanism, iterations=2), x)
-    model.zero_grad()
-    model.loss(model(*x), torch.tensor([1, 0, 1]))["loss"].backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f"no gradient: {missing}"
+    model = trained_a_little(make(state, mechanism, iterations=2))
+    assert_every_parameter_gets_a_gradient(model, x, torch.tensor([1, 0, 1]))
 
 
 def test_progressive_runs_n_without_gradient_then_k_with():
     x = batch()
-    model = trained_a_little(make("gru", "add"), x)
+    model = trained_a_little(make("gru", "add"))
     full = model(*x, iterations=5)
     prog = model(*x, progressive=(3, 2))
     assert prog.logits.shape[0] == 2
@@ -127,7 +110,7 @@ def test_mean_loss_averages_iterations_and_last_loss_reads_the_last():
     x = batch()
     labels = torch.tensor([0, 1, 1])
     torch.manual_seed(3)
-    mean_model = trained_a_little(make("gru", "add", loss="mean"), x)
+    mean_model = trained_a_little(make("gru", "add", loss="mean"))
     out = mean_model(*x)
     per_t = torch.stack([torch.nn.functional.cross_entropy(lg, labels) for lg in out.logits])
     torch.testing.assert_close(mean_model.loss(out, labels)["loss"], per_t.mean())
@@ -136,20 +119,7 @@ def test_mean_loss_averages_iterations_and_last_loss_reads_the_last():
 
 
 def test_record_returns_per_iteration_maps_and_changes_no_logits():
-    x = batch()
-    model = trained_a_little(make("gru", "gain", layers=(1, 2)), x).eval()
-    with torch.no_grad():
-        plain = model(*x)
-        rec = model(*x, record=True)
-    torch.testing.assert_close(rec.logits, plain.logits, rtol=0, atol=1e-5)
-    maps = rec.maps
-    assert len(maps["attentions"]) == 3 and len(maps["attentions"][0]) == 2  # T x (layers 1, 2)
-    assert maps["attentions"][0][0].shape == (3, 2, 17, 17)  # [B, heads, N, N]
-    assert len(maps["low_attentions"]) == 1  # layer 0 runs once, below the first feedback layer
-    assert maps["feedback"][0] == {} and set(maps["feedback"][1]) == {1, 2}  # no feedback in sweep 1
-    assert maps["feedback"][1][1].shape == (3, 16)  # [B, patches]
-    assert len(maps["state_norm"]) == 3 and maps["state_norm"][0].shape == (3, 16)
-    torch.testing.assert_close(maps["attentions"][0][0].sum(-1), torch.ones(3, 2, 17))
+    assert_record_returns_per_iteration_maps(trained_a_little(make("gru", "gain", layers=(1, 2))).eval(), batch())
 
 
 def test_mamba_and_xlstm_steps_equal_their_library_sequence_paths():
@@ -278,15 +248,11 @@ def test_each_scan_direction_is_causal_along_its_own_order(kind, direction):
 def test_a_scanning_model_starts_as_the_model_without_scan_and_steps_like_forward(state):
     x = batch()
     plain = make(state, "add")
-    vision, text = towers(0)
-    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": "add",
-                "layers": [1], "recall": True, "scan": "cross"}
-    scanning = CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8, top_down=top_down,
-                        iterations=3)
+    scanning = make(state, "add", scan="cross")
     scanning.load_state_dict(plain.state_dict(), strict=False)  # the scan's own weights stay as built
     with torch.no_grad():
         torch.testing.assert_close(scanning(*x).logits, plain(*x).logits, rtol=0, atol=1e-6)
-    model = trained_a_little(scanning, x).eval()
+    model = trained_a_little(scanning).eval()
     with torch.no_grad():
         out = model(*x, iterations=4)
         txt = model.encode_choices(x[1], x[2])
@@ -301,14 +267,8 @@ def test_a_scanning_model_starts_as_the_model_without_scan_and_steps_like_forwar
 @pytest.mark.parametrize("state", ["gru", "mamba"])
 def test_every_scan_parameter_receives_a_gradient(state):
     x = batch()
-    vision, text = towers(0)
-    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": "add",
-                "layers": [1], "recall": True, "scan": "raster"}
-    model = trained_a_little(CLIPPair(vision=vision, text=text, vision_width=16, text_width=16, embed_dim=8,
-                                      top_down=top_down, iterations=2), x)
-    model.loss(model(*x), torch.tensor([1, 0, 1]))["loss"].backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f"no gradient: {missing}"
+    model = trained_a_little(make(state, "add", iterations=2, scan="raster"))
+    assert_every_parameter_gets_a_gradient(model, x, torch.tensor([1, 0, 1]))
 
 
 def test_scan_needs_a_sequence_state_and_its_grid():

@@ -9,13 +9,9 @@ import torch
 from recurvlm.models.llava import LlavaPair
 from recurvlm.models.vit import VisionTransformer
 
-STATES = {
-    "gru": {},
-    "mamba": {"layers": 1, "state_size": 4, "expand": 2, "conv_kernel": 2},
-    "xlstm": {"blocks": 2, "slstm_at": [1], "heads": 2, "max_iterations": 16},
-    "none": {},
-}
-MECHANISMS = ("add", "gain", "tokens", "xattn")
+from topdown_cases import (MECHANISMS, STATES, assert_every_parameter_gets_a_gradient,  # tests/models/
+                           assert_record_returns_per_iteration_maps, top_down_config, trained_a_little)
+
 IMAGE_TOKEN = 29
 
 
@@ -33,8 +29,7 @@ def parts(seed: int = 0):
 def make(state: str = "gru", mechanism: str = "add", layers=(1,), iterations: int = 3, seed: int = 0,
          **kw) -> LlavaPair:
     vision, lm = parts(seed)
-    top_down = {"state": state, "state_dim": 8, "state_kwargs": STATES[state], "mechanism": mechanism,
-                "layers": list(layers), "recall": True}
+    top_down = top_down_config(state, mechanism, layers)
     return LlavaPair(vision=vision, lm=lm, image_token_id=IMAGE_TOKEN, top_down=top_down, iterations=iterations,
                      **kw)
 
@@ -63,16 +58,6 @@ def batch(b: int = 3, k: int = 2, seed: int = 1):
     valid = torch.ones(b, k, dtype=torch.bool)
     return images, c_ids, c_ids != 0, valid, q_ids, q_ids != 0
 
-
-def trained_a_little(model: LlavaPair, std: float = 0.1) -> LlavaPair:
-    """Zero-initialised feedback, gates and readout pass no gradient upstream and change
-    nothing at initialisation; moving them off zero by seeded noise stands in for training."""
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for p in model.top_down.parameters():
-            if not p.any():
-                p.add_(std * torch.randn(p.shape, generator=g))
-    return model
 
 
 @pytest.mark.parametrize("state", list(STATES))
@@ -120,10 +105,7 @@ def test_every_parameter_receives_a_gradient_at_two_iterations(state, mechanism)
     every sweep, its feedback from sweep 2)."""
     x = batch()
     model = trained_a_little(make(state, mechanism, iterations=2))
-    model.zero_grad()
-    model.loss(model(*x), torch.tensor([1, 0, 1]))["loss"].backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not missing, f"no gradient: {missing}"
+    assert_every_parameter_gets_a_gradient(model, x, torch.tensor([1, 0, 1]))
 
 
 def test_the_feedforward_pair_leaves_the_last_block_without_gradient():
@@ -183,19 +165,7 @@ def test_features_follow_the_loop():
 
 
 def test_record_returns_per_iteration_maps_and_changes_no_logits():
-    x = batch()
-    model = trained_a_little(make("gru", "gain", layers=(1, 2))).eval()
-    with torch.no_grad():
-        plain = model(*x)
-        rec = model(*x, record=True)
-    torch.testing.assert_close(rec.logits, plain.logits, rtol=0, atol=1e-5)
-    maps = rec.maps
-    assert len(maps["attentions"]) == 3 and len(maps["attentions"][0]) == 2  # T x (blocks 1, 2)
-    assert maps["attentions"][0][0].shape == (3, 2, 17, 17)  # [B, heads, N, N]
-    assert len(maps["low_attentions"]) == 1  # block 0 runs once, below the first feedback layer
-    assert maps["feedback"][0] == {} and set(maps["feedback"][1]) == {1, 2}  # no feedback in sweep 1
-    assert maps["feedback"][1][1].shape == (3, 16) and maps["feedback"][1][1].abs().sum() > 0
-    assert len(maps["state_norm"]) == 3 and maps["state_norm"][0].shape == (3, 16)
+    assert_record_returns_per_iteration_maps(trained_a_little(make("gru", "gain", layers=(1, 2))).eval(), batch())
 
 
 def test_progressive_and_the_iteration_losses():
